@@ -1,0 +1,137 @@
+"""Experiment (spec -> run folder: train, evaluate, report) and load_run (run folder -> model)."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from .build import build_dataset, build_graph, build_model
+from .data.base import GroundTruthDataset, Split
+from .errors import CausalrepError
+from .graph.latent import LatentGraph
+from .metrics import METRICS
+from .models.base import LatentModel
+from .report import write_report
+from .spec import dump_spec, load_spec, to_dict
+from .spec.schema import Spec
+from .track import make_tracker
+from .train import Trainer, load_checkpoint
+
+
+def new_run_dir(out: str | Path, name: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
+    base = Path(out) / name
+    path, i = base / stamp, 1
+    while path.exists():
+        i += 1
+        path = base / f"{stamp}-{i}"
+    path.mkdir(parents=True)
+    return path
+
+
+class Experiment:
+    """One run of a spec: builds the objects, trains, evaluates and writes the report into run_dir.
+
+    run_dir holds spec.yaml (resolved), checkpoints/last.pt, metrics.jsonl, metrics.json and PNGs.
+    """
+
+    def __init__(self, spec: Spec, *, out: str | Path = "runs", run_dir: str | Path | None = None,
+                 device: str | None = None, progress: bool = True):
+        if device is not None:
+            spec = attrs.evolve(spec, train=attrs.evolve(spec.train, device=device))
+        self.spec = spec
+        self.out = Path(out)
+        self.resuming = run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file()
+        self.run_dir = Path(run_dir) if run_dir is not None else new_run_dir(out, spec.name)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.dataset: GroundTruthDataset = build_dataset(spec)
+        self.graph: LatentGraph = build_graph(spec, self.dataset.true_graph)
+        self.split = Split(len(self.dataset), spec.data.split, spec.seed)
+        self.model: LatentModel = build_model(spec, self.dataset, self.graph)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, overrides=(), *, device: str | None = None, progress: bool = True):
+        """Continue a run from its last checkpoint (overrides may e.g. raise train.steps)."""
+        run_dir = Path(run_dir)
+        spec = load_spec(run_dir / "spec.yaml", overrides)
+        out = run_dir.parent.parent
+        return cls(spec, out=out, run_dir=run_dir, device=device, progress=progress)
+
+    def run(self) -> dict[str, Any]:
+        spec = self.spec
+        if spec.train.threads:
+            torch.set_num_threads(spec.train.threads)
+        (self.run_dir / "spec.yaml").write_text(dump_spec(spec))
+        repo = Path(spec.track.repo) if spec.track.repo else self.out
+        tracker = make_tracker(spec.track.kind, run_dir=self.run_dir, repo=repo,
+                               experiment=spec.track.experiment or spec.name, run_name=self.run_dir.name)
+        try:
+            tracker.log_params(to_dict(spec))
+            t = spec.train
+            trainer = Trainer(model=self.model, dataset=self.dataset, split=self.split, run_dir=self.run_dir,
+                              tracker=tracker, steps=t.steps, batch_size=t.batch_size, lr=t.lr, betas=t.betas,
+                              precision=t.precision, device=t.device, checkpoint_every=t.checkpoint_every,
+                              log_every=t.log_every, val_every=t.val_every,
+                              val_samples=min(spec.evaluate.val_samples, 512), seed=spec.seed,
+                              progress=self.progress)
+            if self.resuming:
+                trainer.resume()
+            trainer.fit()
+            trainer.store_hybrid_latents(spec.seed)
+            trainer.checkpoint()  # the final checkpoint carries the stored hybrid latents
+            metrics = self.evaluate(trainer.device)
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    tracker.log_metric(k, v, step=trainer.step, context="eval")
+            write_report(model=self.model, dataset=self.dataset, split=self.split, run_dir=self.run_dir,
+                         metrics=metrics, tracker=tracker, step=trainer.step,
+                         traversal_steps=spec.evaluate.traversal_steps, sampling=spec.evaluate.sampling,
+                         seed=spec.seed)
+            return metrics
+        finally:
+            tracker.close()
+
+    def evaluate(self, device: torch.device) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"step": self.spec.train.steps}
+        for name in self.spec.evaluate.metrics:
+            metrics.update(METRICS.get(name)(model=self.model, dataset=self.dataset, split=self.split,
+                                             n=self.spec.evaluate.val_samples, loss=self.spec.train.loss,
+                                             device=device))
+        return metrics
+
+
+@attrs.frozen
+class Run:
+    """A finished (or interrupted) run, rebuilt from its folder: spec, model, graph, data, metrics."""
+
+    path: Path
+    spec: Spec
+    model: LatentModel
+    graph: LatentGraph
+    dataset: GroundTruthDataset
+    split: Split
+    metrics: dict
+    step: int
+
+
+def load_run(path: str | Path, *, device: str = "cpu") -> Run:
+    """Rebuild the model from RUN_DIR/spec.yaml and load RUN_DIR/checkpoints/last.pt into it."""
+    path = Path(path)
+    if not (path / "spec.yaml").is_file():
+        raise CausalrepError(f"not a run folder (no spec.yaml): {path}")
+    spec = load_spec(path / "spec.yaml")
+    dataset = build_dataset(spec)
+    graph = build_graph(spec, dataset.true_graph)
+    model = build_model(spec, dataset, graph)
+    ckpt = load_checkpoint(path / "checkpoints" / "last.pt", map_location=device)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    metrics_path = path / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return Run(path=path, spec=spec, model=model, graph=graph, dataset=dataset,
+               split=Split(len(dataset), spec.data.split, spec.seed), metrics=metrics, step=int(ckpt["step"]))

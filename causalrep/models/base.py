@@ -1,0 +1,158 @@
+"""LatentModel: encode/decode, the reconstruction loss, interventions, traversals, hybrid sampling."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..graph.latent import LatentGraph
+from ..registry import Registry
+
+MODELS: Registry[type["LatentModel"]] = Registry("model")
+
+
+class ModelOutput(dict):
+    """`loss` (scalar tensor to minimise) plus named scalar terms; attribute access (pythae's ModelOutput)."""
+
+    def __init__(self, loss: torch.Tensor, **terms: Any):
+        super().__init__(loss=loss, **terms)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-image loss summed over pixels, averaged over the batch: (B, C, H, W) x2 -> scalar.
+
+    bce: Bernoulli log-likelihood of x in [0, 1] given decoder logits (001 sec 3 trains and
+    reports BCE); mse: squared error of sigmoid(logits).
+    """
+    if kind == "bce":
+        per = F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
+    elif kind == "mse":
+        per = (torch.sigmoid(logits.float()) - x.float()) ** 2
+    else:
+        raise ValueError(f"unknown reconstruction loss {kind!r}; valid: bce, mse")
+    return per.flatten(1).sum(1).mean()
+
+
+class LatentModel(nn.Module):
+    """Base of every autoencoder-like model: latents U are laid out by `graph` (one slice per node).
+
+    Subclasses implement `encode` (deterministic representation), `decode_logits` and `forward`
+    (returning ModelOutput). Interventions act on the noises U: abduction (encode), action (set a
+    node's slice), prediction (decode) — 001 sec 2.1's reading of the latents as SCM noises.
+    """
+
+    structural = False  # True where do() on a node provably leaves non-descendants' features unchanged
+    has_prior = False  # True where prior sampling is meaningful (regularised models, 001 sec 3)
+
+    def __init__(self, *, graph: LatentGraph, recon_loss: str = "bce", hybrid_latents: int = 128):
+        super().__init__()
+        self.graph = graph
+        self.latent_dim = graph.latent_dim
+        self.recon_loss = recon_loss
+        # N stored latents of training images for hybrid sampling and traversal ranges (001 sec 2.3)
+        self.register_buffer("latent_bank", torch.zeros(hybrid_latents, graph.latent_dim))
+        self.register_buffer("latent_bank_filled", torch.zeros((), dtype=torch.bool))
+
+    # -- to implement -----------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode_logits(self, u: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- shared API -------------------------------------------------------------------------------
+    def decode(self, u: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1]: (B, latent_dim) -> (B, C, H, W)."""
+        return torch.sigmoid(self.decode_logits(u))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def intervene(self, u: torch.Tensor, do: Mapping[str, Any]) -> torch.Tensor:
+        """A copy of latents u (B, D) with each node's noise slice set to its value.
+
+        A value is a number, a (dim,) vector or a (B, dim) batch; anything else is an error
+        naming the node and the shapes.
+        """
+        u = u.clone()
+        for node, value in do.items():
+            if node not in self.graph.dims:
+                raise KeyError(f"do(): unknown node {node!r}; nodes: {', '.join(self.graph.nodes)}")
+            sl = self.graph.slice(node)
+            dim = self.graph.dims[node]
+            v = torch.as_tensor(value, dtype=u.dtype, device=u.device)
+            if v.dim() == 0:
+                v = v.expand(u.shape[0], dim)
+            elif v.shape == (dim,):
+                v = v.expand(u.shape[0], dim)
+            elif v.shape == (u.shape[0], dim) or (dim == 1 and v.shape == (u.shape[0],)):
+                v = v.reshape(u.shape[0], dim)
+            else:
+                raise ValueError(f"do(): value for node {node!r} has shape {tuple(v.shape)}; expected a number, "
+                                 f"({dim},) or ({u.shape[0]}, {dim})")
+            u[:, sl] = v
+        return u
+
+    @torch.no_grad()
+    def counterfactual(self, x: torch.Tensor, do: Mapping[str, Any]) -> torch.Tensor:
+        """Abduction (U = encode(x)), action (set the nodes' noises), prediction (decode)."""
+        return self.decode(self.intervene(self.encode(x), do))
+
+    def node_range(self, node: str, quantiles: tuple[float, float] = (0.05, 0.95)) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dim (low, high) of a node's stored latents; ±2 (the N(0, 1) prior's bulk) before any are stored."""
+        sl = self.graph.slice(node)
+        if bool(self.latent_bank_filled):
+            bank = self.latent_bank[:, sl]
+            return torch.quantile(bank, quantiles[0], dim=0), torch.quantile(bank, quantiles[1], dim=0)
+        dim = self.graph.dims[node]
+        ref = self.latent_bank
+        return torch.full((dim,), -2.0, device=ref.device), torch.full((dim,), 2.0, device=ref.device)
+
+    @torch.no_grad()
+    def traverse(self, x: torch.Tensor, node: str, steps: int = 9) -> torch.Tensor:
+        """Decode x's latents with `node` swept linearly over its range: (B, steps, C, H, W)."""
+        u = self.encode(x)
+        low, high = self.node_range(node)
+        t = torch.linspace(0, 1, steps, device=u.device)[:, None]
+        values = low[None] + t * (high - low)[None]  # (steps, dim)
+        rows = [self.decode(self.intervene(u, {node: v})) for v in values]
+        return torch.stack(rows, dim=1)
+
+    @torch.no_grad()
+    def store_latents(self, u: torch.Tensor) -> None:
+        """Keep latents of N training images for hybrid sampling (001 sec 2.3)."""
+        n = self.latent_bank.shape[0]
+        if u.shape != (n, self.latent_dim):
+            raise ValueError(f"store_latents: expected shape ({n}, {self.latent_dim}), got {tuple(u.shape)}")
+        self.latent_bank.copy_(u)
+        self.latent_bank_filled.fill_(True)
+
+    @torch.no_grad()
+    def sample_latents(self, n: int, method: str = "hybrid", generator: torch.Generator | None = None) -> torch.Tensor:
+        """hybrid: each node's value from an independently chosen stored latent (001 sec 2.3);
+        prior: N(0, I)."""
+        dev = self.latent_bank.device
+        if method == "prior":
+            return torch.randn(n, self.latent_dim, generator=generator, device=dev)
+        if method != "hybrid":
+            raise ValueError(f"unknown sampling method {method!r}; valid: hybrid, prior")
+        if not bool(self.latent_bank_filled):
+            raise RuntimeError("hybrid sampling needs stored latents: call store_latents() (the trainer does)")
+        out = torch.empty(n, self.latent_dim, device=dev)
+        for node in self.graph.nodes:  # baselines' graphs have one node per dim, as 001 sec 3.1 treats them
+            sl = self.graph.slice(node)
+            j = torch.randint(0, self.latent_bank.shape[0], (n,), generator=generator).to(dev)
+            out[:, sl] = self.latent_bank[j, sl]
+        return out
+
+    @torch.no_grad()
+    def sample(self, n: int, method: str = "hybrid", generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.decode(self.sample_latents(n, method, generator))

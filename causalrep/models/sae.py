@@ -1,0 +1,45 @@
+"""Structural autoencoder SAE-K (001 sec 2): conv encoder + structural decoder, no regulariser."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..graph.latent import LatentGraph
+from ..nn.backbone import ConvEncoder
+from ..nn.structural import StructuralDecoder
+from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
+
+
+@MODELS.register("sae")
+class SAE(LatentModel):
+    """SAE over a chain (SAE-K) or a DAG; trained on reconstruction alone (001 sec 2.3: the
+    architecture, not a regulariser, encourages independent, ordered latents)."""
+
+    structural = True
+
+    def __init__(self, *, graph: LatentGraph, in_channels: int, resolution: int, enc_blocks: int = 12,
+                 enc_channels: int = 64, enc_hidden: Sequence[int] = (), dec_blocks: int = 12,
+                 dec_channels: int = 64, mechanism_hidden: Sequence[int] = (64, 64, 64), groups: int = 8,
+                 recon_loss: str = "bce", hybrid_latents: int = 128):
+        super().__init__(graph=graph, recon_loss=recon_loss, hybrid_latents=hybrid_latents)
+        self.encoder = ConvEncoder(in_channels=in_channels, resolution=resolution, blocks=enc_blocks,
+                                   channels=enc_channels, out_features=graph.latent_dim, hidden=enc_hidden,
+                                   groups=groups)
+        self.decoder = StructuralDecoder(graph=graph, out_channels=in_channels, resolution=resolution,
+                                         blocks=dec_blocks, channels=dec_channels,
+                                         mechanism_hidden=mechanism_hidden, groups=groups)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode_logits(self, u: torch.Tensor) -> torch.Tensor:
+        return self.decoder(u)
+
+    def node_features(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Decoder features S_i of every node (what do() on a node must leave unchanged upstream)."""
+        return self.decoder.features(u)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        rec = reconstruction_loss(self.decode_logits(self.encode(x)), x, self.recon_loss)
+        return ModelOutput(loss=rec, recon=rec)

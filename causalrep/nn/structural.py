@@ -1,0 +1,85 @@
+"""Str-Tfm layers and the structural decoder compiled from a LatentGraph (001 sec 2.2, A.2.1)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..graph.latent import LatentGraph
+from .backbone import bottleneck_size, decoder_stage, mlp
+
+
+class StrTfm(nn.Module):
+    """Structural transform: an MLP maps U_i to per-channel scale alpha and bias beta, applied to
+    every pixel of the features, with no normalisation before it (001 sec 2.2, unlike Ada-IN).
+
+    v: (B, C, H, W), u: (B, dim) -> v * (1 + alpha) + beta. The `1 +` makes the layer the identity
+    at alpha = 0 (StyleGAN's style-scale bias of 1); it is the same family of maps as v * alpha + beta.
+    """
+
+    def __init__(self, *, in_dim: int, channels: int, hidden: Sequence[int]):
+        super().__init__()
+        self.net = mlp(in_dim, hidden, 2 * channels)  # A.2.1: three hidden layers by default
+
+    def forward(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        alpha, beta = self.net(u)[:, :, None, None].chunk(2, dim=1)
+        return v * (1 + alpha) + beta
+
+
+class StructuralDecoder(nn.Module):
+    """Decoder whose depth follows the latent graph: node i's Str-Tfm enters at its level.
+
+    The `blocks` conv blocks are spread evenly over the graph's levels (level l owns blocks
+    [l*B/L, (l+1)*B/L)), with the backbone's upsampling schedule. Each node has its own
+    mechanism: S_i = blocks_i(StrTfm_i(merge(S_parents), U_i)), roots start from learned static
+    features, and the image is read from the sinks. A chain (SAE-K) is thus the 001 decoder, one
+    stream with the Str-Tfm layers placed evenly between the conv blocks; in a DAG a node's
+    features depend only on its ancestors' noises, so do() leaves non-descendants untouched.
+    """
+
+    def __init__(self, *, graph: LatentGraph, out_channels: int, resolution: int, blocks: int, channels: int,
+                 mechanism_hidden: Sequence[int] = (64, 64, 64), groups: int = 8):
+        super().__init__()
+        self.graph = graph
+        self.resolution = resolution
+        side = bottleneck_size(resolution, blocks)
+        self.static = nn.Parameter(torch.randn(1, channels, side, side) * 0.1)  # "static features", Fig. 1
+        levels = graph.num_levels
+        bounds = [(lvl * blocks) // levels for lvl in range(levels + 1)]
+        self.strtfm = nn.ModuleDict()
+        self.mechanism = nn.ModuleDict()
+        for node in graph.order:
+            lvl = graph.levels[node]
+            self.strtfm[node] = StrTfm(in_dim=graph.dims[node], channels=channels, hidden=mechanism_hidden)
+            self.mechanism[node] = decoder_stage(range(bounds[lvl], bounds[lvl + 1]), blocks, channels, groups)
+        self.out = nn.Conv2d(channels, out_channels, 3, padding=1)
+
+    def features(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each node's output features S_i: {node: (B, C, h_i, w_i)}, computed in topological order."""
+        if u.dim() != 2 or u.shape[1] != self.graph.latent_dim:
+            raise ValueError(f"expected latents of shape (B, {self.graph.latent_dim}), got {tuple(u.shape)}")
+        feats: dict[str, torch.Tensor] = {}
+        for node in self.graph.order:
+            parents = self.graph.parents(node)
+            if parents:
+                v = _merge([feats[p] for p in parents])
+            else:
+                v = self.static.expand(u.shape[0], -1, -1, -1)
+            v = self.strtfm[node](v, u[:, self.graph.slice(node)])
+            feats[node] = self.mechanism[node](v)
+        return feats
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        feats = self.features(u)
+        sinks = [feats[s] for s in self.graph.sinks()]
+        return self.out(_merge(sinks, size=self.resolution))
+
+
+def _merge(tensors: list[torch.Tensor], size: int | None = None) -> torch.Tensor:
+    """Mean of feature maps, bilinearly resized to the largest (or `size`) side when they differ."""
+    side = size or max(t.shape[-1] for t in tensors)
+    resized = [t if t.shape[-1] == side else F.interpolate(t, size=(side, side), mode="bilinear",
+                                                           align_corners=False) for t in tensors]
+    return resized[0] if len(resized) == 1 else torch.stack(resized).mean(0)

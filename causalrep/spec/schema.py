@@ -1,0 +1,222 @@
+"""The experiment spec schema: frozen attrs classes, one per YAML section (docs/spec.md is generated from it)."""
+from __future__ import annotations
+
+import attrs
+
+from .convert import Kinded, kinded_base, register_kind, spec_field as field
+
+frozen = attrs.frozen(kw_only=True)
+
+
+# ---------------------------------------------------------------- data
+@frozen
+class DataSpec:
+    name: str = field(help="dataset name (see the dataset registry: dsprites, ...)")
+    resolution: int = field(64, help="image side in pixels (square images)")
+    split: tuple[float, ...] = field((0.7, 0.1, 0.2), help="train/val/test fractions of the dataset (001 sec 3)")
+    path: str | None = field(None, help="a real dataset file to load instead of the procedural generator")
+
+    @split.validator
+    def _split(self, attribute, value):
+        if len(value) != 3 or any(v < 0 for v in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError(f"split: expected three non-negative fractions summing to 1, got {list(value)}")
+
+
+# ---------------------------------------------------------------- graph
+@kinded_base("graph kind")
+@frozen
+class GraphSpec(Kinded):
+    """The latent SCM; `kind` picks chain | dag | learned | experts."""
+
+
+@register_kind(GraphSpec, "chain")
+@frozen
+class ChainGraphSpec(GraphSpec):
+    """SAE causal ordering u1 -> u2 -> ...: node i enters the structural decoder at depth i (001 sec 2.1)."""
+
+    nodes: int = field(help="number of latent nodes (SAE-K has K)")
+    node_dim: int | None = field(None, help="dims per node; default model.latent_dim / nodes")
+    prefix: str = field("u", help="node names are PREFIX1..PREFIXK")
+
+
+@register_kind(GraphSpec, "dag")
+@frozen
+class DagGraphSpec(GraphSpec):
+    """An explicit DAG over named nodes; a structural decoder follows its edges."""
+
+    nodes: tuple[str, ...] = field((), help="node names in declaration order (latent layout order)")
+    edges: tuple[tuple[str, ...], ...] = field((), help="directed edges as [parent, child] pairs")
+    node_dim: int | None = field(None, help="dims per node; default model.latent_dim / len(nodes)")
+    node_dims: dict[str, int] = field(attrs.Factory(dict), help="per-node dims overriding node_dim")
+    from_dataset: bool = field(False, help="take nodes and edges from the dataset's true graph")
+
+
+@register_kind(GraphSpec, "learned")
+@frozen
+class LearnedGraphSpec(GraphSpec):
+    """A learnable adjacency A with the DAG penalty h(A) = tr((I + A*A/n)^n) - n (CausalVAE, 003)."""
+
+    nodes: int | tuple[str, ...] = field(help="number of nodes, or their names")
+    node_dim: int | None = field(None, help="dims per node; default model.latent_dim / nodes")
+    prior_edges: tuple[tuple[str, ...], ...] = field((), help="[parent, child] edges that must exist")
+    forbidden_edges: tuple[tuple[str, ...], ...] = field((), help="[parent, child] edges that may not exist")
+    dag_weight: float = field(1.0, help="weight of h(A) in the loss")
+    sparsity: float = field(0.0, help="weight of the L1 penalty on A")
+    threshold: float = field(0.3, help="|A_ij| above which an edge counts as present")
+
+
+@register_kind(GraphSpec, "experts")
+@frozen
+class ExpertsGraphSpec(GraphSpec):
+    """N independent mechanisms competing for data (ICM, 004 sec 3)."""
+
+    experts: int = field(help="number of competing experts N'")
+    assignment: str = field("wta", help="winner-take-all or soft assignment", choices=("wta", "soft"))
+
+
+# ---------------------------------------------------------------- encoder / decoder
+@kinded_base("encoder kind")
+@frozen
+class EncoderSpec(Kinded):
+    """Image -> latent network."""
+
+
+@register_kind(EncoderSpec, "conv")
+@frozen
+class ConvEncoderSpec(EncoderSpec):
+    """The conv backbone of 001 appendix A.2.1: conv + GroupNorm + Mish, 2x2 max-pool every third block."""
+
+    blocks: int = field(12, help="number of conv blocks (first 5x5, then 3x3)")
+    channels: int = field(64, help="channels of every conv block")
+    hidden: tuple[int, ...] = field((), help="hidden widths of the MLP head after the conv features")
+    groups: int = field(8, help="GroupNorm groups")
+
+
+@kinded_base("decoder kind")
+@frozen
+class DecoderSpec(Kinded):
+    """Latent -> image network."""
+
+
+@register_kind(DecoderSpec, "conv")
+@frozen
+class ConvDecoderSpec(DecoderSpec):
+    """The hourglass decoder of 001 A.2.1: bilinear 2x upsampling before every third conv block."""
+
+    blocks: int = field(12, help="number of conv blocks")
+    channels: int = field(64, help="channels of every conv block")
+    hidden: tuple[int, ...] = field((), help="hidden widths of the MLP from the latent to the first features")
+    groups: int = field(8, help="GroupNorm groups")
+
+
+@register_kind(DecoderSpec, "structural")
+@frozen
+class StructuralDecoderSpec(DecoderSpec):
+    """Structural decoder (001 sec 2.2): static features transformed by one Str-Tfm layer per graph node."""
+
+    blocks: int = field(12, help="number of conv blocks, spread evenly over the graph's levels")
+    channels: int = field(64, help="channels of every conv block")
+    mechanism_hidden: tuple[int, ...] = field((64, 64, 64), help="hidden widths of each Str-Tfm MLP (A.2.1: three)")
+    groups: int = field(8, help="GroupNorm groups")
+
+
+# ---------------------------------------------------------------- model
+@kinded_base("model kind")
+@frozen
+class ModelSpec(Kinded):
+    """The model family; `kind` picks it (see docs/spec.md for each kind's keys)."""
+
+
+@register_kind(ModelSpec, "ae")
+@frozen
+class AESpec(ModelSpec):
+    """Unregularised hourglass autoencoder (001 sec 3.1, "AE")."""
+
+    latent_dim: int = field(help="total latent dimensions D")
+    encoder: EncoderSpec = field(attrs.Factory(ConvEncoderSpec), help="encoder network")
+    decoder: DecoderSpec = field(attrs.Factory(ConvDecoderSpec), help="decoder network (conv)")
+
+
+@register_kind(ModelSpec, "vae")
+@frozen
+class VAESpec(AESpec):
+    """VAE (Kingma & Welling 2013): Gaussian posterior, N(0, I) prior, loss = recon + beta * KL."""
+
+    beta: float = field(1.0, help="weight of the KL term")
+
+
+@register_kind(ModelSpec, "bvae")
+@frozen
+class BetaVAESpec(AESpec):
+    """beta-VAE (Higgins et al. 2017; 003): beta = 2 was best on 3D-Shapes and MPI3D (001 A.2.2)."""
+
+    beta: float = field(2.0, help="weight of the KL term")
+
+
+@register_kind(ModelSpec, "sae")
+@frozen
+class SAESpec(ModelSpec):
+    """Structural autoencoder SAE-K (001 sec 2): conv encoder, structural decoder built from the graph."""
+
+    latent_dim: int = field(help="total latent dimensions D, split evenly over the graph's nodes")
+    encoder: EncoderSpec = field(attrs.Factory(ConvEncoderSpec), help="encoder network")
+    decoder: DecoderSpec = field(attrs.Factory(StructuralDecoderSpec), help="decoder network (structural)")
+
+
+# ---------------------------------------------------------------- train / evaluate / track
+@frozen
+class TrainSpec:
+    steps: int = field(100_000, help="optimiser steps (001 A.2.2: 100k)")
+    batch_size: int = field(128, help="images per step (001 A.2.2: 128)")
+    lr: float = field(5e-4, help="Adam learning rate (001 A.2.2)")
+    betas: tuple[float, ...] = field((0.9, 0.999), help="Adam betas (001 A.2.2)")
+    loss: str = field("bce", help="reconstruction loss, summed over pixels", choices=("bce", "mse"))
+    precision: str = field("auto", help="auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
+    device: str = field("auto", help="auto: CUDA when present", choices=("auto", "cpu", "cuda"))
+    checkpoint_every: int = field(1000, help="steps between checkpoints (atomic writes)")
+    log_every: int = field(50, help="steps between logged training metrics")
+    val_every: int = field(1000, help="steps between validation passes")
+    threads: int | None = field(None, help="torch CPU threads (default: torch's choice)")
+
+    @steps.validator
+    @batch_size.validator
+    @checkpoint_every.validator
+    @log_every.validator
+    @val_every.validator
+    def _positive(self, attribute, value):
+        if value < 1:
+            raise ValueError(f"{attribute.name}: expected a positive int, got {value}")
+
+
+@frozen
+class EvaluateSpec:
+    metrics: tuple[str, ...] = field(("reconstruction",), help="metrics computed after training")
+    sampling: tuple[str, ...] = field(("hybrid",), help="sample grids drawn in the report",
+                                      choices=("hybrid", "prior"))
+    val_samples: int = field(2048, help="validation images used for the final metrics (first N of the val split)")
+    traversal_steps: int = field(9, help="columns of each traversal grid")
+    hybrid_latents: int = field(128, help="latents stored for hybrid sampling (001 sec 2.3: N = 128)")
+
+
+@frozen
+class TrackSpec:
+    kind: str = field("aim", help="aim: Aim repo plus metrics.jsonl; jsonl: metrics.jsonl only",
+                      choices=("aim", "jsonl"))
+    repo: str | None = field(None, help="Aim repo folder; default the --out folder (runs/)")
+    experiment: str | None = field(None, help="Aim experiment name; default the spec name")
+
+
+@frozen
+class Spec:
+    """One experiment: data, latent graph, model, training, evaluation, tracking."""
+
+    name: str = field(help="experiment name (run folders go to OUT/NAME/RUN_ID)")
+    seed: int = field(0, help="seed for the split, initialisation and batches")
+    data: DataSpec = field(help="the dataset")
+    graph: GraphSpec | None = field(None, help="the latent SCM; default: independent dims (chain over "
+                                                "latent_dim nodes for sae)")
+    model: ModelSpec = field(help="the model")
+    train: TrainSpec = field(attrs.Factory(TrainSpec), help="training")
+    evaluate: EvaluateSpec = field(attrs.Factory(EvaluateSpec), help="evaluation and report")
+    track: TrackSpec = field(attrs.Factory(TrackSpec), help="experiment tracking")
+    description: str = field("", help="free text, shown in the report")

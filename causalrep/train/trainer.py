@@ -1,0 +1,152 @@
+"""Model-agnostic trainer: Adam, device/precision choice, logging, checkpoints, exact resume."""
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.base import GroundTruthDataset, Split
+from ..errors import TrainingError
+from ..models.base import LatentModel
+from ..track.base import Tracker
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
+    return torch.device(device)
+
+
+class Trainer:
+    """Fits any LatentModel: the model's forward returns ModelOutput(loss=..., terms); the trainer
+    never looks at the model's type. Batches are drawn uniformly from the training split with a
+    dedicated torch.Generator whose state is checkpointed (the "data position")."""
+
+    def __init__(self, *, model: LatentModel, dataset: GroundTruthDataset, split: Split, run_dir: str | Path,
+                 tracker: Tracker, steps: int, batch_size: int, lr: float = 5e-4,
+                 betas: tuple[float, float] = (0.9, 0.999), precision: str = "auto", device: str = "auto",
+                 checkpoint_every: int = 1000, log_every: int = 50, val_every: int = 1000, val_samples: int = 512,
+                 seed: int = 0, progress: bool = True):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.dataset, self.split = dataset, split
+        self.run_dir = Path(run_dir)
+        self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        self.tracker = tracker
+        self.steps, self.batch_size = steps, batch_size
+        self.checkpoint_every, self.log_every, self.val_every = checkpoint_every, log_every, val_every
+        self.val_index = split.val[:val_samples]
+        self.progress = progress
+        fused = self.device.type == "cuda"  # fused Adam kernels exist for CUDA tensors
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), fused=fused)
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.precision = precision
+        self.data_gen = torch.Generator().manual_seed(seed)
+        self.train_index = torch.as_tensor(split.train)
+        self.step = 0
+
+    # -- pieces --------------------------------------------------------------------------------
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def next_batch(self) -> torch.Tensor:
+        pick = torch.randint(0, len(self.train_index), (self.batch_size,), generator=self.data_gen)
+        return self.dataset.images_at(self.train_index[pick].numpy()).to(self.device, non_blocking=True)
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.ckpt_path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                         "step": self.step, "rng": rng_state(self.data_gen)})
+
+    def resume(self, path: str | Path | None = None) -> None:
+        ckpt = load_checkpoint(path or self.ckpt_path, map_location=self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"], self.data_gen)
+        self.step = int(ckpt["step"])
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        from ..metrics.reconstruction import batched_images
+        from ..models.base import reconstruction_loss
+
+        self.model.eval()
+        total = 0.0
+        for x in batched_images(self.dataset, self.val_index, 256, self.device):
+            with self.autocast():
+                logits = self.model.decode_logits(self.model.encode(x))
+            total += float(reconstruction_loss(logits, x, self.model.recon_loss)) * len(x)
+        self.model.train()
+        return total / max(len(self.val_index), 1)
+
+    def _fail(self, terms: dict[str, torch.Tensor], bad_step: torch.Tensor) -> None:
+        names = [k for k, v in terms.items() if not math.isfinite(float(v))]
+        kept = f"the last good checkpoint (step {self._last_ckpt}) is kept in {self.ckpt_path}" \
+            if self._last_ckpt is not None else "no checkpoint had been written yet"
+        raise TrainingError(f"non-finite loss at step {int(bad_step)} (terms: {', '.join(names) or 'loss'}); "
+                            f"training stopped; {kept}")
+
+    # -- loop ------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Run from self.step to self.steps; returns the last logged training terms."""
+        model, opt = self.model, self.optimizer
+        model.train()
+        self._last_ckpt = self.step if self.ckpt_path.is_file() else None
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        first_bad = torch.tensor(-1, device=self.device)  # device-side: no host sync per step
+        last: dict[str, float] = {}
+        bar = tqdm(total=self.steps, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True,
+                   mininterval=2.0)
+        while self.step < self.steps:
+            x = self.next_batch()
+            with self.autocast():
+                out = model(x)
+            terms = {k: v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
+            self.step += 1
+            finite = torch.isfinite(out.loss.detach())
+            first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(self.step, device=self.device), first_bad)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            due_log = self.step % self.log_every == 0 or self.step == self.steps
+            due_ckpt = self.step % self.checkpoint_every == 0 or self.step == self.steps
+            due_val = self.step % self.val_every == 0 or self.step == self.steps
+            if due_log or due_ckpt or due_val:
+                if int(first_bad) >= 0:  # checked before anything is logged or saved
+                    self._fail(terms, first_bad)
+                last = {k: float(v) / count for k, v in sums.items()}
+                for k, v in last.items():
+                    self.tracker.log_metric(k, v, step=self.step, context="train")
+                bar.set_postfix(loss=f"{last['loss']:.4g}")
+                sums, count = {}, 0
+            if due_val:
+                self.tracker.log_metric("recon_error", self.validate(), step=self.step, context="val")
+            if due_ckpt:
+                self.checkpoint()
+                self._last_ckpt = self.step
+            bar.update(1)
+        bar.close()
+        return last
+
+    @torch.no_grad()
+    def store_hybrid_latents(self, seed: int) -> None:
+        """Encode N training images chosen uniformly at random and keep them (001 sec 2.3)."""
+        n = self.model.latent_bank.shape[0]
+        idx = np.random.default_rng(seed).choice(self.split.train, size=n, replace=False)
+        self.model.eval()
+        self.model.store_latents(self.model.encode(self.dataset.images_at(idx).to(self.device)).float())
+        self.model.train()
