@@ -78,7 +78,7 @@ class Experiment:
                               precision=t.precision, device=t.device, checkpoint_every=t.checkpoint_every,
                               log_every=t.log_every, val_every=t.val_every,
                               val_samples=min(spec.evaluate.val_samples, 512), seed=spec.seed,
-                              progress=self.progress)
+                              progress=self.progress, channels_last=t.channels_last, compile=t.compile)
             if self.resuming:
                 trainer.resume()
             trainer.fit()

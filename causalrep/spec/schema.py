@@ -177,6 +177,8 @@ class TrainSpec:
     log_every: int = field(50, help="steps between logged training metrics")
     val_every: int = field(1000, help="steps between validation passes")
     threads: int | None = field(None, help="torch CPU threads (default: torch's choice)")
+    channels_last: bool = field(False, help="channels_last memory format for model and batches (see tools/bench_train.py)")
+    compile: bool = field(False, help="torch.compile the model's training forward (measured option)")
 
     @steps.validator
     @batch_size.validator

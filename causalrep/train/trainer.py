@@ -34,9 +34,12 @@ class Trainer:
                  tracker: Tracker, steps: int, batch_size: int, lr: float = 5e-4,
                  betas: tuple[float, float] = (0.9, 0.999), precision: str = "auto", device: str = "auto",
                  checkpoint_every: int = 1000, log_every: int = 50, val_every: int = 1000, val_samples: int = 512,
-                 seed: int = 0, progress: bool = True):
+                 seed: int = 0, progress: bool = True, channels_last: bool = False, compile: bool = False):
         self.device = resolve_device(device)
-        self.model = model.to(self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        # the compiled module shares parameters with self.model; only the training forward goes through it
+        self.forward = torch.compile(self.model) if compile else self.model
         self.dataset, self.split = dataset, split
         self.run_dir = Path(run_dir)
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
@@ -62,7 +65,8 @@ class Trainer:
 
     def next_batch(self) -> torch.Tensor:
         pick = torch.randint(0, len(self.train_index), (self.batch_size,), generator=self.data_gen)
-        return self.dataset.images_at(self.train_index[pick].numpy()).to(self.device, non_blocking=True)
+        x = self.dataset.images_at(self.train_index[pick].numpy())
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
 
     def checkpoint(self) -> None:
         save_checkpoint(self.ckpt_path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -96,10 +100,19 @@ class Trainer:
         raise TrainingError(f"non-finite loss at step {int(bad_step)} (terms: {', '.join(names) or 'loss'}); "
                             f"training stopped; {kept}")
 
+    def train_step(self, x: torch.Tensor):
+        """One optimiser step on batch x; returns the model's ModelOutput (no host sync)."""
+        with self.autocast():
+            out = self.forward(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.optimizer.step()
+        return out
+
     # -- loop ------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Run from self.step to self.steps; returns the last logged training terms."""
-        model, opt = self.model, self.optimizer
+        model = self.model
         model.train()
         self._last_ckpt = self.step if self.ckpt_path.is_file() else None
         sums: dict[str, torch.Tensor] = {}
@@ -109,13 +122,8 @@ class Trainer:
         bar = tqdm(total=self.steps, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True,
                    mininterval=2.0)
         while self.step < self.steps:
-            x = self.next_batch()
-            with self.autocast():
-                out = model(x)
+            out = self.train_step(self.next_batch())
             terms = {k: v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
             self.step += 1
             finite = torch.isfinite(out.loss.detach())
             first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(self.step, device=self.device), first_bad)

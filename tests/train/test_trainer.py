@@ -1,0 +1,88 @@
+"""Trainer: exact resume, atomic checkpoints, non-finite loss handling, device-agnostic loop."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from causalrep.errors import TrainingError
+from causalrep.experiment import Experiment
+from causalrep.track.base import read_jsonl
+from causalrep.train import load_checkpoint
+
+from conftest import tiny_spec
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["sae", "vae"])  # vae: the reparameterisation noise must resume too
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, kind):
+    over = ["train.steps=6", "train.checkpoint_every=3", "train.log_every=1", "train.val_every=3"]
+    full = Experiment(tiny_spec(kind, overrides=over), out=tmp_path / "a", progress=False)
+    full.run()
+    # "interrupt" after step 3: a run whose spec stops at 3, then resume it to 6
+    half = Experiment(tiny_spec(kind, overrides=[*over[:-3], "train.steps=3", *over[1:]]), out=tmp_path / "b",
+                      progress=False)
+    half.run()
+    assert load_checkpoint(half.run_dir / "checkpoints" / "last.pt")["step"] == 3
+    resumed = Experiment.resume(half.run_dir, ["train.steps=6"], progress=False)
+    assert resumed.resuming
+    resumed.run()
+    a, b = weights(full.model), weights(resumed.model)
+    for k in a:
+        if k.startswith("latent_bank"):
+            continue
+        assert torch.equal(a[k], b[k]), k
+    assert load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["step"] == 6
+
+
+def test_checkpoint_is_weights_only_loadable_and_complete(tmp_path):
+    exp = Experiment(tiny_spec("sae"), out=tmp_path, progress=False)
+    exp.run()
+    ckpt = torch.load(exp.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert set(ckpt) == {"model", "optimizer", "step", "rng"}
+    assert set(ckpt["rng"]) >= {"torch", "data"}
+    assert not list((exp.run_dir / "checkpoints").glob("*.tmp"))  # atomic: no temporary left behind
+
+
+def test_non_finite_loss_stops_naming_step_and_keeps_checkpoint(tmp_path, monkeypatch):
+    spec = tiny_spec("vae", overrides=["train.steps=8", "train.checkpoint_every=2", "train.log_every=2"])
+    exp = Experiment(spec, out=tmp_path, progress=False)
+    model = exp.model
+    calls = {"n": 0}
+    original = type(model).forward
+
+    def forward(self, x):
+        calls["n"] += 1
+        out = original(self, x)
+        if calls["n"] >= 5:  # step 5 produces a NaN KL term
+            out["kl"] = out["kl"] * float("nan")
+            out["loss"] = out["recon"] + out["kl"]
+        return out
+
+    monkeypatch.setattr(type(model), "forward", forward)
+    with pytest.raises(TrainingError) as info:
+        exp.run()
+    msg = str(info.value)
+    assert "non-finite loss at step 5" in msg and "kl" in msg and "step 4" in msg
+    ckpt = load_checkpoint(exp.run_dir / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 4  # the last good checkpoint survives
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    logged = read_jsonl(exp.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in logged if r["name"] == "loss"] == [2, 4]  # tracked metrics survive
+
+
+def test_run_folder_contents_and_metrics(tmp_path):
+    exp = Experiment(tiny_spec("sae"), out=tmp_path, progress=False)
+    metrics = exp.run()
+    d = exp.run_dir
+    for f in ["spec.yaml", "metrics.json", "metrics.jsonl", "reconstructions.png", "samples_hybrid.png",
+              *[f"traversal_{n}.png" for n in exp.graph.nodes]]:
+        assert (d / f).is_file(), f
+    saved = json.loads((d / "metrics.json").read_text())
+    assert saved == metrics
+    assert {"val_recon_error", "val_recon_error_mean_image"} <= set(saved)
+    assert saved["val_recon_error"] > 0 and saved["val_recon_error_mean_image"] > 0
