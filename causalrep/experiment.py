@@ -86,7 +86,7 @@ class Experiment:
             trainer.checkpoint()  # the final checkpoint carries the stored hybrid latents
             metrics = self.evaluate(trainer.device)
             for k, v in metrics.items():
-                if isinstance(v, (int, float)):
+                if isinstance(v, (int, float)) and k != "step":
                     tracker.log_metric(k, v, step=trainer.step, context="eval")
             write_report(model=self.model, dataset=self.dataset, split=self.split, run_dir=self.run_dir,
                          metrics=metrics, tracker=tracker, step=trainer.step,

@@ -117,3 +117,27 @@ def test_base_tracker_does_not_need_aim(tmp_path, monkeypatch):
     aim_mod = importlib.import_module("causalrep.track.aim")
     with pytest.raises(RuntimeError, match="aim is not installed"):
         aim_mod.AimTracker(repo=tmp_path / "r", experiment="e")
+
+
+@pytest.mark.slow
+def test_aim_up_lists_a_finished_run(tmp_path):
+    """A run trained through the CLI shows up in `aim up` (tools/check_aim_up.py asks its web API)."""
+    pytest.importorskip("aim")
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    from causalrep.run import main
+    from conftest import tiny_data
+
+    data = tiny_data("sae")
+    data["track"] = {"kind": "aim"}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    assert main([str(spec), "--out", str(tmp_path / "runs"), "--no-progress"]) == 0
+    tool = Path(__file__).resolve().parents[2] / "tools" / "check_aim_up.py"
+    res = subprocess.run([sys.executable, str(tool), "--repo", str(tmp_path / "runs")], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert '"runs_listed": 1' in res.stdout.splitlines()[-1]
