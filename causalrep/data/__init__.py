@@ -1,3 +1,3 @@
 """Ground-truth datasets; importing this package registers the built-in ones."""
 from .base import DATASETS, GroundTruthDataset, Split
-from . import dsprites  # noqa: F401  (registers "dsprites")
+from . import dsprites, shapes3d  # noqa: F401  (register "dsprites" and "shapes3d")

@@ -30,14 +30,12 @@ CANVAS, SS = 64, 2  # native resolution and supersampling per axis: buffers are 
 GRID = CANVAS * SS
 GEOMETRY = (8, 4, 15)  # (scale, shape, orientation): the only factors that move pixels
 CACHE_NAME = "shapes3d_geometry_v1.h5"
-CHUNK = 1024  # images coloured per step: 1024 × 3 × 128² float32 ≈ 200 MB peak
+CHUNK = 4096  # images per step: 4096 × 3 × 64² float32 ≈ 200 MB
 
-# Scene, world frame: y up, floor y = 0, object on the vertical axis through the origin. Two walls meet in a
-# vertical corner behind the object, each at 45° to the camera's axis, like the corner of the original room.
-# Orientation orbits the camera about the vertical axis through the object (equivalently, rotates object,
-# room and light together as seen from the camera), so it changes the view of every shape, spheres
-# included, and moves the room corner, as in the original. At orientation 0 the camera looks head-on at a
-# cube face and the geometry is mirror-symmetric about the image's centre column.
+# Scene, world frame: y up, floor y = 0, object on the vertical axis through the origin; two walls meet in a
+# corner behind it at ±45° to the view axis, like the original room. Orientation orbits the camera about that
+# axis (= turns object, room and light together), so it changes every shape's image, spheres included, and
+# moves the room corner, as in the original. At 0° the view is head-on and the geometry mirror-symmetric.
 CAMERA = (0.0, 2.2, 4.6)  # pinhole position at orientation 0
 LOOK_AT = (0.0, 0.7, 0.0)
 FOV_DEG = 35.0  # full field of view (square image)
@@ -68,15 +66,11 @@ def _scene_rays(theta_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (rot @ cam)[:, None, :], d @ rot.transpose(1, 2)  # (B, 3, 3) rotations applied row-wise
 
 
-# Analytic ray–primitive hits on (M, 3) origins o / unit directions d; shape sizes are (M,) tensors.
-# Each returns t (M,) (inf on a miss or behind the origin) and the outward normal (M, 3).
-def _safe(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x.abs() < 1e-9, torch.full_like(x, 1e-9), x)
-
-
+# Analytic ray–primitive hits on (B, P | 1, 3) origins o and (B, P, 3) unit directions d; shape sizes are (B, 1).
+# Each returns t (B, P) (inf on a miss or behind the origin) and the outward normal (B, P, 3).
 def _box(o, d, h):  # axis-aligned cube of half side h standing on the floor: slab method
     oc = o - torch.stack([torch.zeros_like(h), h, torch.zeros_like(h)], -1)
-    inv = 1.0 / _safe(d)
+    inv = 1.0 / torch.where(d.abs() < 1e-9, 1e-9, d)  # no 0/0 for axis-parallel rays
     t1, t2 = (-h[..., None] - oc) * inv, (h[..., None] - oc) * inv
     tnear, axis = torch.minimum(t1, t2).max(-1)
     tfar = torch.maximum(t1, t2).min(-1).values
@@ -96,7 +90,7 @@ def _tube(o, d, r, y0, y1):  # side of the vertical cylinder x² + z² = r², y0
 
 
 def _disc(o, d, r, y):  # horizontal top cap of radius r at height y
-    t = (y - o[..., 1]) / _safe(d[..., 1])
+    t = (y - o[..., 1]) / torch.where(d[..., 1].abs() < 1e-9, 1e-9, d[..., 1])
     p = o + t[..., None] * d
     ok = (t > EPS) & (p[..., 0] ** 2 + p[..., 2] ** 2 <= r * r)
     return torch.where(ok, t, torch.inf), torch.tensor([0.0, 1.0, 0.0]).expand_as(p)
@@ -111,22 +105,7 @@ def _ball(o, d, r, y):  # sphere of radius r centred at (0, y, 0)
 
 
 def _object(o, d, shape: int, s):
-    """First hit (t (B, P), normal (B, P, 3)) of the shape at scale s (B, 1) for rays o, d (B, P | 1, 3)."""
-    o, d = torch.broadcast_tensors(o, d)
-    s = s.expand(d.shape[:-1])
-    # Exact tests only for rays that meet the bounding sphere (centre height 0.55 s, radius 0.95 s): the
-    # object covers ≈ 5% of the image, so this cuts the build time (and its slowdown on busy CPUs) ≈ 5×.
-    oc = o - torch.stack([torch.zeros_like(s), 0.55 * s, torch.zeros_like(s)], -1)
-    b = (oc * d).sum(-1)
-    disc = b * b - (oc * oc).sum(-1) + (0.95 * s) ** 2
-    near = (disc >= 0) & (-b + disc.clamp_min(0).sqrt() > 0)  # (B, P): the sphere is hit, not only behind
-    t, n = torch.full_like(s, torch.inf), torch.zeros_like(d)
-    t[near], n[near] = _exact(o[near], d[near], shape, s[near])
-    return t, n
-
-
-def _exact(o, d, shape: int, s):
-    """First hit (t (M,), normal (M, 3)) of the shape at scale s (M,): min over its primitives' hits."""
+    """First hit (t (B, P), normal (B, P, 3)) of the shape at scale s (B, 1): min over its primitives' hits."""
     if shape == 0:  # cube, side s
         return _box(o, d, 0.5 * s)
     if shape == 1:  # cylinder, radius 0.5 s, height s (its bottom cap rests on the floor: never seen)
@@ -148,10 +127,8 @@ def _render_geometry(shape: int, s: torch.Tensor, theta: torch.Tensor) -> tuple[
     light = F.normalize(torch.tensor(LIGHT), dim=0)
     # Room = {y ≥ 0} ∩ in front of both walls, seen from inside: the visible surface is the nearest exit.
     dn = d @ PLANES.T  # (B, P, 3 planes)
-    tp = (OFFSETS - o @ PLANES.T) / torch.where(dn < 0, dn, torch.full_like(dn, -1e-9))
-    tp = torch.where(dn < 0, tp, torch.inf)
+    tp = torch.where(dn < 0, (OFFSETS - o @ PLANES.T) / dn.clamp_max(-1e-9), 1e3)  # exits only; 1e3: none
     t_room, k = tp.min(-1)  # (B, P); k = 0 floor, 1 or 2 a wall
-    t_room = torch.where(torch.isfinite(t_room), t_room, torch.full_like(t_room, 1e3))
     t_obj, n_obj = _object(o, d, shape, s)
     on_obj = t_obj < t_room
     ids = torch.where(on_obj, OBJECT, torch.where(k == 0, FLOOR, WALL))
@@ -167,11 +144,16 @@ def _render_geometry(shape: int, s: torch.Tensor, theta: torch.Tensor) -> tuple[
 def build_geometry(progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """All 480 geometry buffers: ids and shade, each (8, 4, 15, GRID, GRID) uint8, row-major like the factors."""
     ids, shade = np.empty((2, *GEOMETRY, GRID, GRID), np.uint8)  # two contiguous views
-    theta = torch.as_tensor(ORIENTATIONS)
-    # One step per (scale, shape): the 15 orientations as one batch (15 × 16384 rays ≈ 250k).
-    for i, j in tqdm([(i, j) for i in range(8) for j in range(4)], desc="shapes3d geometry", disable=not progress):
-        a, b = _render_geometry(j, torch.full((15,), float(SCALES[i])), theta)
-        ids[i, j], shade[i, j] = a.numpy(), b.numpy()
+    # The ops are small (≈ 250k elements) and memory-bound: one thread is as fast on an idle CPU and ~5× faster
+    # on a busy one, where OpenMP threads wait on a descheduled peer at every op.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # one step per (scale, shape): its 15 orientations as one batch (15 × 16384 rays)
+        for i, j in tqdm([(i, j) for i in range(8) for j in range(4)], desc="shapes3d geometry", disable=not progress):
+            a, b = _render_geometry(j, torch.full((15,), float(SCALES[i])), torch.as_tensor(ORIENTATIONS))
+            ids[i, j], shade[i, j] = a.numpy(), b.numpy()
+    finally:
+        torch.set_num_threads(threads)
     return ids, shade
 
 
@@ -216,12 +198,10 @@ def _write_cache(path: Path, ids: np.ndarray, shade: np.ndarray) -> None:
 
 @DATASETS.register("shapes3d")
 class Shapes3D(GroundTruthDataset):
-    """3D Shapes: factors (floor_hue, wall_hue, object_hue, scale, shape, orientation); 480,000 images, RGB.
-
-    Procedural by default: geometry buffers (surface id and shade per sub-pixel) are ray-cast once per
-    (scale, shape, orientation) and cached in `cache_dir`; images are coloured on the fly. With `path`, images
-    come from a 3dshapes.h5 file (`images` (N, 64, 64, 3) uint8, `labels` (N, 6) factor values); a file with
-    N < 480,000 rows holds a subset and flat indices are then its row numbers.
+    """3D Shapes, 480,000 RGB images. Procedural by default: geometry buffers (surface id, shade per sub-pixel)
+    are ray-cast once per (scale, shape, orientation), cached in `cache_dir` and coloured on the fly. With
+    `path`, images come from a 3dshapes.h5 file; one with N < 480,000 rows holds a subset, and flat indices are
+    then its row numbers (for the full file in the original order they are the row-major factor indices).
     """
 
     factor_names = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
@@ -235,12 +215,11 @@ class Shapes3D(GroundTruthDataset):
         self.resolution = int(resolution)
         cache_dir = cache_dir or os.environ.get("CAUSALREP_DATA") or Path.home() / ".cache" / "causalrep"
         self.cache_path = Path(cache_dir) / CACHE_NAME
-        self.path, self._file, self._geometry = path, None, None
+        self.path, self._file, self._geometry, self._w = path, None, None, {}  # _w: colour weights per resolution
         self._factors = self._rows = None  # file only: (N, 6) factor indices per row; flat factor index -> row
         if path is not None:
             self._open_file()
 
-    # ---- real file ----
     def _open_file(self) -> h5py.File:
         if self._file is None:
             if not os.path.isfile(self.path):
@@ -275,30 +254,26 @@ class Shapes3D(GroundTruthDataset):
         self._rows[super().factors_to_index(self._factors)] = np.arange(len(self._factors))
 
     def __getstate__(self):  # h5py handles do not pickle (DataLoader workers): reopen lazily
-        return {**self.__dict__, "_file": None}
+        return {**self.__dict__, "_file": None, "_geometry": None, "_w": {}}  # buffers: reloaded from the cache
 
     def __len__(self) -> int:
         return super().__len__() if self.path is None else len(self._factors)
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        if self.path is None:
-            return super().sample_factors(n, rng)
-        return self._factors[rng.integers(0, len(self._factors), size=n)]  # only rows present in the file
+        # With a file, only rows present in it (uniform over rows: uniform factors for the full file).
+        return super().sample_factors(n, rng) if self.path is None else self._factors[rng.integers(0, len(self), n)]
 
     def index_to_factors(self, index: np.ndarray) -> np.ndarray:
         return super().index_to_factors(index) if self.path is None else self._factors[np.asarray(index, np.int64)]
 
     def factors_to_index(self, factors: np.ndarray) -> np.ndarray:
-        flat = super().factors_to_index(self._check(factors))
-        if self.path is None:
-            return flat
-        rows = self._rows[flat]
-        if (rows < 0).any():
-            missing = self._check(factors)[np.flatnonzero(rows < 0)[0]].tolist()
+        factors = self._check(factors)
+        rows = super().factors_to_index(factors) if self.path is None else self._rows[super().factors_to_index(factors)]
+        if (rows < 0).any():  # file only: a factor tuple without a row
+            missing = factors[np.argmax(rows < 0)].tolist()
             raise DataError(f"shapes3d: file {self.path} has no image for factors {missing} (+{(rows < 0).sum() - 1})")
         return rows
 
-    # ---- images ----
     def _check(self, factors: np.ndarray) -> np.ndarray:
         factors = np.asarray(factors, dtype=np.int64)
         if factors.ndim != 2 or factors.shape[1] != 6:
@@ -321,14 +296,20 @@ class Shapes3D(GroundTruthDataset):
         """(N, GRID, GRID) uint8 sub-pixel surface ids (FLOOR, WALL, OBJECT) of procedural images."""
         return self.geometry()[0][np.ravel_multi_index(tuple(self._check(factors)[:, 3:].T), GEOMETRY)]
 
-    def _colour(self, f: np.ndarray, device: torch.device) -> torch.Tensor:
-        """(n, 3, 64, 64) float32: palette[surface id] · shade per sub-pixel, averaged over SS×SS sub-pixels."""
-        ids, shade = self.geometry()
-        g = torch.as_tensor(np.ravel_multi_index(tuple(f[:, 3:].T), GEOMETRY))
-        idx = ids[g].to(device).view(len(f), -1, 1).long().expand(-1, -1, 3)  # (n, GRID², 3)
+    def _weights(self, res: int) -> torch.Tensor:
+        """(480, 3 surfaces, res, res) float32: per pixel, the mean over its sub-pixels of shade · [id = surface]."""
+        if res not in self._w:
+            ids, shade = self.geometry()
+            shade = shade.float().div(255)[:, None]  # (480, 1, GRID, GRID); one surface at a time: 30 MB temps
+            self._w[res] = torch.cat([F.avg_pool2d((ids[:, None] == k) * shade, GRID // res) for k in range(3)], 1)
+        return self._w[res]
+
+    def _colour(self, f: np.ndarray, device: torch.device, res: int) -> torch.Tensor:
+        """(n, 3, res, res) float32. Colouring is linear: the sub-pixel mean of palette[id] · shade equals
+        Σ_surface palette[surface] · weight[surface], so a batch costs one gather and a (3×3)·(3×res²) bmm."""
+        w = self._weights(res)[np.ravel_multi_index(tuple(f[:, 3:].T), GEOMETRY)].to(device)  # (n, 3, res, res)
         palette = HUE_RGB.to(device)[torch.as_tensor(f[:, :3], device=device)]  # (n, 3 surfaces, 3 rgb)
-        rgb = palette.gather(1, idx) * (shade[g].to(device).view(len(f), -1, 1).float() / 255)  # (n, GRID², 3)
-        return F.avg_pool2d(rgb.view(len(f), GRID, GRID, 3).permute(0, 3, 1, 2), SS)
+        return torch.bmm(palette.transpose(1, 2), w.flatten(2)).view(len(f), 3, res, res)
 
     def _read(self, f: np.ndarray, device: torch.device) -> torch.Tensor:
         """(n, 3, 64, 64) float32 from the file; h5py fancy indexing needs sorted, unique rows."""
@@ -336,8 +317,9 @@ class Shapes3D(GroundTruthDataset):
         data = torch.from_numpy(self._open_file()["images"][rows])[torch.as_tensor(inverse.reshape(-1))]
         return data.to(device).permute(0, 3, 1, 2).float() / 255
 
-    def _images64(self, f: np.ndarray, device: torch.device) -> torch.Tensor:
-        return self._colour(f, device) if self.path is None else self._read(f, device)
+    def _images(self, f: np.ndarray, device: torch.device, res: int) -> torch.Tensor:
+        """(n, 3, res, res) float32 for checked factors f."""
+        return self._colour(f, device, res) if self.path is None else F.avg_pool2d(self._read(f, device), CANVAS // res)
 
     def images(self, factors: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
         """(N, 3, R, R) float32 in [0, 1] on `device` (default CPU) for (N, 6) factor indices."""
@@ -345,19 +327,17 @@ class Shapes3D(GroundTruthDataset):
         device = torch.device("cpu") if device is None else torch.device(device)
         out = torch.empty(len(factors), 3, self.resolution, self.resolution, device=device)
         for start in range(0, len(factors), CHUNK):
-            img = self._images64(factors[start:start + CHUNK], device)  # (n, 3, 64, 64)
-            out[start:start + CHUNK] = F.avg_pool2d(img, CANVAS // self.resolution)  # (n, 3, R, R); identity at 64
+            out[start:start + CHUNK] = self._images(factors[start:start + CHUNK], device, self.resolution)
         return out
 
     def write_h5(self, path: str, index: np.ndarray | None = None) -> None:
         """Write images at 64×64 in the original 3dshapes.h5 layout for flat indices (default: all)."""
         index = np.arange(len(self)) if index is None else np.asarray(index, np.int64)
         with h5py.File(path, "w") as f:
-            chunks = (max(1, min(len(index), 256)), 64, 64, 3)
-            images = f.create_dataset("images", (len(index), 64, 64, 3), np.uint8, chunks=chunks)
+            images = f.create_dataset("images", (len(index), 64, 64, 3), np.uint8, chunks=True)
             labels = f.create_dataset("labels", (len(index), 6), np.float64)
             for start in tqdm(range(0, len(index), CHUNK), desc="shapes3d write_h5"):
                 fac = self.index_to_factors(index[start:start + CHUNK])
-                img = self._images64(fac, torch.device("cpu"))
+                img = self._images(fac, torch.device("cpu"), CANVAS)  # (n, 3, 64, 64)
                 images[start:start + len(fac)] = (img.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
                 labels[start:start + len(fac)] = np.stack([VALUES[k][fac[:, k]] for k in range(6)], 1)
