@@ -141,3 +141,22 @@ def test_aim_up_lists_a_finished_run(tmp_path):
                          text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert '"runs_listed": 1' in res.stdout.splitlines()[-1]
+
+
+def test_run_goes_on_when_aim_cannot_open_its_repo(tmp_path):
+    """An unusable Aim repo gives one warning; the run finishes and its metrics land in metrics.jsonl."""
+    pytest.importorskip("aim")
+    from causalrep.experiment import Experiment
+    from causalrep.track.base import read_jsonl
+    from conftest import tiny_spec
+
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the Aim repo should be")
+    spec = tiny_spec("sae", overrides=["track.kind=aim", f"track.repo={blocker}"])
+    exp = Experiment(spec, out=tmp_path / "runs", progress=False)
+    with pytest.warns(UserWarning, match="Aim tracking is off") as record:
+        metrics = exp.run()
+    assert len([w for w in record if "Aim" in str(w.message)]) == 1
+    assert metrics["val_recon_error"] > 0
+    names = {r["name"] for r in read_jsonl(exp.run_dir / "metrics.jsonl")}
+    assert {"loss", "recon_error", "val_recon_error"} <= names
