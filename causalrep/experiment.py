@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import torch
 
-from .build import build_dataset, build_graph, build_model
+from .build import build_dataset, build_graph, build_model, build_split
 from .data.base import GroundTruthDataset, Split
 from .errors import CausalrepError
 from .graph.latent import LatentGraph
@@ -51,7 +51,7 @@ class Experiment:
         self.progress = progress
         self.dataset: GroundTruthDataset = build_dataset(spec)
         self.graph: LatentGraph = build_graph(spec, self.dataset.true_graph)
-        self.split = Split(len(self.dataset), spec.data.split, spec.seed)
+        self.split = build_split(spec, self.dataset)
         self.model: LatentModel = build_model(spec, self.dataset, self.graph)
 
     @classmethod
@@ -78,7 +78,8 @@ class Experiment:
                               precision=t.precision, device=t.device, checkpoint_every=t.checkpoint_every,
                               log_every=t.log_every, val_every=t.val_every,
                               val_samples=min(spec.evaluate.val_samples, 512), seed=spec.seed,
-                              progress=self.progress, channels_last=t.channels_last, compile=t.compile)
+                              progress=self.progress, channels_last=t.channels_last, compile=t.compile,
+                              resident=spec.data.resident)
             if self.resuming:
                 trainer.resume()
             trainer.fit()
@@ -134,4 +135,4 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
     metrics_path = path / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     return Run(path=path, spec=spec, model=model, graph=graph, dataset=dataset,
-               split=Split(len(dataset), spec.data.split, spec.seed), metrics=metrics, step=int(ckpt["step"]))
+               split=build_split(spec, dataset), metrics=metrics, step=int(ckpt["step"]))

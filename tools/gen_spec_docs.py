@@ -42,6 +42,31 @@ STALE_MESSAGE = "is out of date: run make docs"
 # entry here gets an example generated from its defaults when it has no required keys; otherwise
 # generation fails and asks for one to be added.
 EXAMPLES: dict[tuple[str, str], list[tuple[str, str]]] = {
+    ("data.perturbation", "pattern"): [
+        ("002 sec 4 with s tied to a ground-truth factor: the pattern slides with dSprites' posX index.",
+         """\
+data:
+  name: dsprites
+  perturbation:
+    kind: pattern
+    epsilon: 0.1
+    factor: posX
+"""),
+        ("002 sec 4.1: s is the least-noisy latent of a trained beta-VAE run (pass its run folder).",
+         """\
+data:
+  name: shapes3d
+  perturbation: {kind: pattern, epsilon: 0.1, run: runs/bvae/2026-11-22T10-00-00, scale: 10.0}
+"""),
+    ],
+    ("data.perturbation", "uniform"): [
+        ("The control of 002 sec 5.3: uniform noise of the same magnitude.",
+         """\
+data:
+  name: shapes3d
+  perturbation: {kind: uniform, epsilon: 0.1}
+"""),
+    ],
     ("graph", "chain"): [
         ("SAE-6: six nodes u1 -> u2 -> ... -> u6; with `model.latent_dim: 12` each node gets 2 dims.",
          """\

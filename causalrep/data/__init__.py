@@ -1,3 +1,3 @@
 """Ground-truth datasets; importing this package registers the built-in ones."""
-from .base import DATASETS, GroundTruthDataset, Split
-from . import dsprites, shapes3d  # noqa: F401  (register "dsprites" and "shapes3d")
+from .base import DATASETS, FILE_LOADERS, GroundTruthDataset, Split, factor_mask
+from . import digits, dsprites, files, pendulum, shapes3d  # noqa: F401  (register the built-in datasets and file loaders)

@@ -1,15 +1,18 @@
 """Ground-truth dataset interface (disentanglement_lib's) and the deterministic train/val/test split."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import networkx as nx
 import numpy as np
 import torch
 
+from ..errors import SpecError
 from ..registry import Registry
 
 DATASETS: Registry = Registry("dataset")
+# dataset name -> class reading the original files (used when a spec sets data.path)
+FILE_LOADERS: Registry = Registry("real-file loader")
 
 
 class GroundTruthDataset:
@@ -22,6 +25,8 @@ class GroundTruthDataset:
 
     factor_names: tuple[str, ...] = ()
     factor_sizes: tuple[int, ...] = ()
+    # names of categorical factor values, usable in data.include / data.exclude (e.g. {"shape": (...)})
+    factor_value_names: dict[str, tuple[str, ...]] = {}
     channels: int = 1
     resolution: int = 64
 
@@ -58,11 +63,54 @@ class GroundTruthDataset:
         return self.images(self.index_to_factors(index))
 
 
-class Split:
-    """Deterministic train/val/test partition of a dataset's flat indices (70/10/20 by default)."""
+def factor_mask(dataset: GroundTruthDataset, include: Mapping[str, Sequence] | None = None,
+                exclude: Mapping[str, Sequence] | None = None, where: str = "data") -> np.ndarray | None:
+    """Boolean mask over flat indices keeping images whose factors pass the filters, e.g.
+    exclude={"shape": ["sphere"]} for 001's extrapolation experiment; None when there is no filter.
+    Values are factor indices, or value names where the dataset names them."""
+    if not include and not exclude:
+        return None
+    factors = dataset.index_to_factors(np.arange(len(dataset)))
+    keep = np.ones(len(dataset), dtype=bool)
+    for key, rules, wanted in (("include", include or {}, True), ("exclude", exclude or {}, False)):
+        for name, values in rules.items():
+            path = f"{where}.{key}.{name}"
+            sampled = dataset.factor_names[:dataset.num_factors]  # effects computed from causes are not filters
+            if name not in sampled:
+                raise SpecError(path, f"unknown factor; factors: {', '.join(sampled)}")
+            k = dataset.factor_names.index(name)
+            names = dataset.factor_value_names.get(name, ())
+            idx = []
+            for v in values:
+                if isinstance(v, str):
+                    if v not in names:
+                        raise SpecError(path, f"unknown value {v!r}; named values: {', '.join(names) or 'none'}"
+                                              f" (or an index 0..{dataset.factor_sizes[k] - 1})")
+                    idx.append(names.index(v))
+                elif isinstance(v, int) and 0 <= v < dataset.factor_sizes[k]:
+                    idx.append(v)
+                else:
+                    raise SpecError(path, f"value {v!r} is not an index 0..{dataset.factor_sizes[k] - 1}")
+            hit = np.isin(factors[:, k], idx)
+            keep &= hit if wanted else ~hit
+    if not keep.any():
+        raise SpecError(where, "the include/exclude filters leave no image")
+    return keep
 
-    def __init__(self, n: int, fractions: Sequence[float], seed: int):
+
+class Split:
+    """Deterministic train/val/test partition of a dataset's flat indices (70/10/20 by default).
+
+    The permutation depends only on (n, seed), so it is the same in every process; `keep` (a mask
+    from factor_mask) drops filtered images after permuting, so filtered splits are subsets of the
+    unfiltered ones' orders.
+    """
+
+    def __init__(self, n: int, fractions: Sequence[float], seed: int, keep: np.ndarray | None = None):
         perm = np.random.default_rng(seed).permutation(n)
+        if keep is not None:
+            perm = perm[keep[perm]]
+            n = len(perm)
         n_train = int(round(fractions[0] * n))
         n_val = int(round(fractions[1] * n))
         self.train = perm[:n_train]

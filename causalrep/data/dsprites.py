@@ -43,6 +43,7 @@ class DSprites(GroundTruthDataset):
 
     factor_names = ("shape", "scale", "orientation", "posX", "posY")
     factor_sizes = (3, 6, 40, 32, 32)
+    factor_value_names = {"shape": SHAPES}
     channels = 1
 
     def __init__(self, *, resolution: int = 64):

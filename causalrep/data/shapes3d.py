@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import DataError
-from .base import DATASETS, GroundTruthDataset
+from .base import DATASETS, FILE_LOADERS, GroundTruthDataset
 
 # Factor values as in the original file's `labels` (hue = fraction of the HSV circle, orientation in degrees).
 HUES = np.linspace(0.0, 0.9, 10)
@@ -197,6 +197,7 @@ def _write_cache(path: Path, ids: np.ndarray, shade: np.ndarray) -> None:
 
 
 @DATASETS.register("shapes3d")
+@FILE_LOADERS.register("shapes3d")
 class Shapes3D(GroundTruthDataset):
     """3D Shapes, 480,000 RGB images. Procedural by default: geometry buffers (surface id, shade per sub-pixel)
     are ray-cast once per (scale, shape, orientation), cached in `cache_dir` and coloured on the fly. With
@@ -206,6 +207,7 @@ class Shapes3D(GroundTruthDataset):
 
     factor_names = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
     factor_sizes = (10, 10, 10, 8, 4, 15)
+    factor_value_names = {"shape": SHAPES}
     channels = 3
 
     def __init__(self, *, resolution: int = 64, path: str | None = None, cache_dir: str | None = None):

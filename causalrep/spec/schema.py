@@ -9,12 +9,50 @@ frozen = attrs.frozen(kw_only=True)
 
 
 # ---------------------------------------------------------------- data
+@kinded_base("perturbation kind")
+@frozen
+class PerturbationSpec(Kinded):
+    """A perturbation of every image that keeps the factor labels (002 sec 4)."""
+
+
+@register_kind(PerturbationSpec, "pattern")
+@frozen
+class PatternPerturbationSpec(PerturbationSpec):
+    """x + eps * f(s(x)): a random +-1 pattern shifted by round(s / c_j) in column j (002 eq. 8)."""
+
+    epsilon: float = field(0.1, help="magnitude; 002 sec 5.4: beta-VAE picks s up at about 0.1")
+    factor: str | None = field(None, help="s = index of this ground-truth factor")
+    run: str | None = field(None, help="s = least-noisy latent of this trained VAE run folder (002 eq. 6)")
+    scale: float = field(1.0, help="s is multiplied by this before the shift")
+    seed: int = field(0, help="seed of the pattern p and the column factors c_j")
+
+    def __attrs_post_init__(self):
+        if (self.factor is None) == (self.run is None):
+            raise ValueError("perturbation: give exactly one of `factor` or `run` as the source of s")
+
+
+@register_kind(PerturbationSpec, "uniform")
+@frozen
+class UniformPerturbationSpec(PerturbationSpec):
+    """The control of 002 sec 5.3: pixel-wise uniform noise in [-eps, eps], fixed per image."""
+
+    epsilon: float = field(0.1, help="noise magnitude (the same as the pattern's for the control)")
+    seed: int = field(0, help="noise seed")
+
+
 @frozen
 class DataSpec:
-    name: str = field(help="dataset name (see the dataset registry: dsprites, ...)")
-    resolution: int = field(64, help="image side in pixels (square images)")
+    name: str = field(help="dataset name (see the dataset registry: dsprites, shapes3d, mpi3d, ...)")
+    resolution: int = field(64, help="image side in pixels (square images; smaller sizes are area-averaged)")
     split: tuple[float, ...] = field((0.7, 0.1, 0.2), help="train/val/test fractions of the dataset (001 sec 3)")
     path: str | None = field(None, help="a real dataset file to load instead of the procedural generator")
+    include: dict[str, tuple[int | str, ...]] = field(attrs.Factory(dict), help="keep only images whose factor "
+                                                      "takes one of these values (index or name), e.g. {shape: [cube]}")
+    exclude: dict[str, tuple[int | str, ...]] = field(attrs.Factory(dict), help="drop images whose factor takes one "
+                                                      "of these values, e.g. {shape: [sphere]} (001 extrapolation)")
+    perturbation: PerturbationSpec | None = field(None, help="perturb every image, keeping the labels (002)")
+    resident: str = field("auto", help="keep the training split on the device as uint8 (auto: on CUDA when it "
+                                       "fits in 8 GB)", choices=("auto", "always", "never"))
 
     @split.validator
     def _split(self, attribute, value):

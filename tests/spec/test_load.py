@@ -57,7 +57,8 @@ def test_dump_and_reload_is_identity(tmp_path):
     (["train.steps=0"], "train", "steps: expected a positive int, got 0"),
     (["data.split=[0.5, 0.5, 0.5]"], "data", "summing to 1"),
     (["train.lr=fast"], "train.lr", "expected float, got 'fast'"),
-    (["data.resolution=48"], "data.resolution", "power of two"),
+    (["data.resolution=4"], "data.resolution", "expected at least 8 pixels, got 4"),
+    (["data.resolution=30"], "model.encoder.blocks", "6 blocks pool/upsample 2 times, which does not divide"),
 ])
 def test_errors_name_the_key_path(tmp_path, override, path, words):
     with pytest.raises(SpecError) as info:
