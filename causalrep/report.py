@@ -10,6 +10,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from .data.base import GroundTruthDataset, Split
+from .generate import sample_images
 from .models.base import LatentModel
 from .track.base import Tracker
 
@@ -43,7 +44,7 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
     for method in sampling:
         if method == "prior" and not model.has_prior:
             continue
-        s = model.sample(64, method=method, generator=gen)
+        s = sample_images(model, 64, method, gen)
         grids[f"samples_{method}"] = make_grid(_to_rgb(s.float().cpu()), nrow=8, padding=2, pad_value=0.5)
     for name, grid in grids.items():
         path = run_dir / f"{name}.png"

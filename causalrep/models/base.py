@@ -140,8 +140,9 @@ class LatentModel(nn.Module):
         """hybrid: each node's value from an independently chosen stored latent (001 sec 2.3);
         prior: N(0, I)."""
         dev = self.latent_bank.device
-        if method == "prior":
-            return torch.randn(n, self.latent_dim, generator=generator, device=dev)
+        if method == "prior":  # drawn where the generator lives (CPU by default), then moved
+            gdev = generator.device if generator is not None else "cpu"
+            return torch.randn(n, self.latent_dim, generator=generator, device=gdev).to(dev)
         if method != "hybrid":
             raise ValueError(f"unknown sampling method {method!r}; valid: hybrid, prior")
         if not bool(self.latent_bank_filled):

@@ -231,8 +231,9 @@ class TrainSpec:
 @frozen
 class EvaluateSpec:
     metrics: tuple[str, ...] = field(("reconstruction",), help="metrics computed after training")
-    sampling: tuple[str, ...] = field(("hybrid",), help="sample grids drawn in the report",
-                                      choices=("hybrid", "prior"))
+    sampling: tuple[str, ...] = field(("hybrid",), help="sample grids in the report: hybrid (001 sec 2.3), "
+                                      "structured hybrid (000 sec 4), prior (regularised models only)",
+                                      choices=("hybrid", "structured", "prior"))
     val_samples: int = field(2048, help="validation images used for the final metrics (first N of the val split)")
     traversal_steps: int = field(9, help="columns of each traversal grid")
     hybrid_latents: int = field(128, help="latents stored for hybrid sampling (001 sec 2.3: N = 128)")
