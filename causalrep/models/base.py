@@ -68,6 +68,14 @@ class LatentModel(nn.Module):
     def decode_logits(self, u: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def aux_parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameter groups trained by their own optimiser on ModelOutput.aux[name] (default: none)."""
+        return {}
+
+    def aux_optimizer_options(self, name: str, *, lr: float, betas: tuple[float, float]) -> dict:
+        """Adam options of an aux group (default: the main lr and betas)."""
+        return {"lr": lr, "betas": betas}
+
     # -- shared API -------------------------------------------------------------------------------
     def decode(self, u: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1]: (B, latent_dim) -> (B, C, H, W)."""

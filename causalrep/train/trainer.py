@@ -50,7 +50,14 @@ class Trainer:
         self.val_index = split.val[:val_samples]
         self.progress = progress
         fused = self.device.type == "cuda"  # fused Adam kernels exist for CUDA tensors
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr, betas=tuple(betas), fused=fused)
+        # a model may train extra parameter groups on their own losses (FactorVAE's discriminator):
+        # model.aux_parameter_groups() -> {name: params}, and its ModelOutput carries aux={name: loss}
+        self.aux_groups = {k: list(v) for k, v in model.aux_parameter_groups().items()}
+        aux_ids = {id(p) for ps in self.aux_groups.values() for p in ps}
+        self.main_params = [p for p in self.model.parameters() if id(p) not in aux_ids]
+        self.optimizer = torch.optim.Adam(self.main_params, lr=lr, betas=tuple(betas), fused=fused)
+        self.aux_optimizers = {k: torch.optim.Adam(ps, **model.aux_optimizer_options(k, lr=lr, betas=tuple(betas)),
+                                                   fused=fused) for k, ps in self.aux_groups.items()}
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.precision = precision
@@ -94,12 +101,15 @@ class Trainer:
 
     def checkpoint(self) -> None:
         save_checkpoint(self.ckpt_path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                         "aux_optimizers": {k: o.state_dict() for k, o in self.aux_optimizers.items()},
                                          "step": self.step, "rng": rng_state(self.data_gen)})
 
     def resume(self, path: str | Path | None = None) -> None:
         ckpt = load_checkpoint(path or self.ckpt_path, map_location=self.device)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        for k, o in self.aux_optimizers.items():
+            o.load_state_dict(ckpt["aux_optimizers"][k])
         set_rng_state(ckpt["rng"], self.data_gen)
         self.step = int(ckpt["step"])
 
@@ -128,9 +138,19 @@ class Trainer:
         """One optimiser step on batch x; returns the model's ModelOutput (no host sync)."""
         with self.autocast():
             out = self.forward(x)
-        self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        aux = out.get("aux", {})
+        for opt in (self.optimizer, *self.aux_optimizers.values()):
+            opt.zero_grad(set_to_none=True)
+        if self.aux_groups:
+            # each loss updates only its own group: backward(inputs=...) accumulates into those tensors alone
+            out.loss.backward(inputs=self.main_params, retain_graph=bool(aux))
+            for name, loss in aux.items():
+                loss.backward(inputs=self.aux_groups[name])
+        else:
+            out.loss.backward()
         self.optimizer.step()
+        for opt in self.aux_optimizers.values():
+            opt.step()
         return out
 
     # -- loop ------------------------------------------------------------------------------------
@@ -148,6 +168,7 @@ class Trainer:
         while self.step < self.steps:
             out = self.train_step(self.next_batch())
             terms = {k: v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
+            terms.update({f"aux_{k}": v.detach().float() for k, v in out.get("aux", {}).items()})
             self.step += 1
             finite = torch.isfinite(out.loss.detach())
             first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(self.step, device=self.device), first_bad)
