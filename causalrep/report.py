@@ -1,4 +1,4 @@
-"""Report of a finished run: metrics.json, reconstructions, traversals and sample grids as PNGs."""
+"""Report of a finished run: metrics.json, report.md, reconstructions, traversals and sample grids as PNGs."""
 from __future__ import annotations
 
 import json
@@ -52,7 +52,20 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
         files[name] = path
         if tracker is not None:
             tracker.log_image(name, grid, step=step, context="report")
+    files["report"] = run_dir / "report.md"
+    files["report"].write_text(markdown(metrics, files, title=run_dir.parent.name + " / " + run_dir.name))
     return files
+
+
+def markdown(metrics: dict[str, Any], files: dict[str, Path], title: str) -> str:
+    """report.md: the metric table, then every grid, linked relative to the run folder."""
+    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
+    for k, v in sorted(metrics.items()):
+        lines.append(f"| {k} | {v:.6g} |" if isinstance(v, (float, np.floating)) else f"| {k} | {v} |")
+    for name, path in files.items():
+        if path.suffix == ".png":
+            lines += ["", f"## {name.replace('_', ' ')}", "", f"![{name}]({path.name})"]
+    return "\n".join(lines) + "\n"
 
 
 def summary(metrics: dict[str, Any]) -> str:

@@ -79,13 +79,15 @@ def test_run_folder_contents_and_metrics(tmp_path):
     exp = Experiment(tiny_spec("sae"), out=tmp_path, progress=False)
     metrics = exp.run()
     d = exp.run_dir
-    for f in ["spec.yaml", "metrics.json", "metrics.jsonl", "reconstructions.png", "samples_hybrid.png",
+    for f in ["spec.yaml", "metrics.json", "metrics.jsonl", "report.md", "reconstructions.png", "samples_hybrid.png",
               *[f"traversal_{n}.png" for n in exp.graph.nodes]]:
         assert (d / f).is_file(), f
     saved = json.loads((d / "metrics.json").read_text())
     assert saved == metrics
     assert {"val_recon_error", "val_recon_error_mean_image"} <= set(saved)
     assert saved["val_recon_error"] > 0 and saved["val_recon_error_mean_image"] > 0
+    report = (d / "report.md").read_text()
+    assert f"| val_recon_error | {saved['val_recon_error']:.6g} |" in report and "![reconstructions]" in report
 
 
 def test_aux_groups_get_only_their_own_loss_gradients(tmp_path):
