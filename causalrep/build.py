@@ -16,6 +16,7 @@ from .models.base import MODELS, LatentModel
 from .registry import Registry
 from .spec.schema import (AESpec, ConvDecoderSpec, ConvEncoderSpec, ModelSpec, PatternPerturbationSpec, SAESpec,
                           Spec, StructuralDecoderSpec, UniformPerturbationSpec, VAESpec)
+from .spec.schema import BTCVAESpec, FactorVAESpec, LadderVAESpec, WAESpec
 
 # model spec kind -> fn(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel
 BUILDERS: Registry[Callable[..., LatentModel]] = Registry("model builder")
@@ -146,6 +147,135 @@ def _build_sae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
                              mechanism_hidden=m.decoder.mechanism_hidden, **_common(spec, graph, channels))
 
 
+
+@BUILDERS.register("wae")
+def _build_wae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
+    m: WAESpec = spec.model
+    return MODELS.get("wae")(lam=m.lam, kernel_scale=m.kernel_scale, **_common(spec, graph, channels),
+                             **_conv_decoder(m))
+
+
+def train_split_size(spec: Spec) -> int:
+    """Images in the train split of `data:`, from the dataset class's factor grid (no images are built).
+
+    The registered class's factor_sizes, data.include/exclude and data.split give exactly the size of
+    build_split(...).train; a real-file loader whose grid is only known once its file is read (digits' MNIST)
+    counts its class defaults: set the model's dataset_size explicitly there.
+    """
+    d = spec.data
+    registry = FILE_LOADERS if d.path is not None and d.name in FILE_LOADERS else DATASETS
+    cls = registry.get(d.name)
+    grid = GroundTruthDataset()  # a stand-in carrying only the factor grid
+    grid.factor_names, grid.factor_sizes = tuple(cls.factor_names), tuple(cls.factor_sizes)
+    grid.factor_value_names = dict(cls.factor_value_names)
+    return len(build_split(spec, grid).train)
+
+
+@BUILDERS.register("btcvae")
+def _build_btcvae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
+    m: BTCVAESpec = spec.model
+    n = m.dataset_size if m.dataset_size is not None else train_split_size(spec)  # N of Chen et al. sec 4.1
+    return MODELS.get("btcvae")(alpha=m.alpha, beta=m.beta, gamma=m.gamma, dataset_size=n,
+                                **_common(spec, graph, channels), **_conv_decoder(m))
+
+
+@BUILDERS.register("factorvae")
+def _build_factorvae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
+    m: FactorVAESpec = spec.model
+    return MODELS.get("factorvae")(gamma=m.gamma, discriminator_hidden=m.discriminator_hidden,
+                                   discriminator_lr=m.discriminator_lr, **_common(spec, graph, channels),
+                                   **_conv_decoder(m))
+
+
+@BUILDERS.register("laddervae")
+def _build_laddervae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
+    m: LadderVAESpec = spec.model
+    if m.layer_dims is not None and (sum(m.layer_dims) != m.latent_dim or min(m.layer_dims) < 1):
+        raise SpecError("model.layer_dims", f"{list(m.layer_dims)} must be positive and sum to "
+                                            f"model.latent_dim={m.latent_dim}")
+    return MODELS.get("laddervae")(layer_dims=m.layer_dims, warmup_steps=m.warmup_steps, rung_width=m.rung_width,
+                                   rung_hidden=m.rung_hidden, **_common(spec, graph, channels), **_conv_decoder(m))
+
 def model_kinds() -> list[str]:
     """Every model kind a spec can name (the contract tests run over all of them)."""
     return [k for k in ModelSpec.KINDS.names() if k in BUILDERS]
+
+
+# ---------------------------------------------------------------- AdaAE, VLAE, ASAE (001 sec 3.1, 000 sec 2)
+from .spec.schema import AdaAESpec, ASAESpec, AttentionEncoderSpec, VLAESpec  # noqa: E402
+
+STRUCTURAL_KINDS.add("asae")  # 000: an attention encoder + the K = 12 structural decoder (chain over latent_dim)
+
+
+def _independent_only(spec: Spec, graph: LatentGraph, why: str) -> None:
+    if graph.kind != "independent":
+        raise SpecError("graph", f"model {spec.model.KIND!r} {why}; leave `graph` out (got kind {graph.kind!r})")
+
+
+@BUILDERS.register("adaae")
+def _build_adaae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
+    m: AdaAESpec = spec.model
+    _independent_only(spec, graph, "treats every latent dim as its own variable (001 sec 3.1) and sets its "
+                                   "decoder depth with model.layers")
+    dec = m.decoder
+    if isinstance(dec, StructuralDecoderSpec):
+        hidden = dec.mechanism_hidden
+    elif isinstance(dec, ConvDecoderSpec):
+        hidden = dec.hidden  # the conv backbone with one style MLP per layer ([]: an affine map, as StyleGAN's A)
+    else:
+        raise SpecError("model.decoder.kind", f"model 'adaae' supports decoder kinds: structural, conv; got {dec.KIND!r}")
+    return MODELS.get("adaae")(layers=m.layers, dec_blocks=dec.blocks, dec_channels=dec.channels,
+                               mechanism_hidden=hidden, **_common(spec, graph, channels))
+
+
+@BUILDERS.register("vlae")
+def _build_vlae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
+    m: VLAESpec = spec.model
+    _independent_only(spec, graph, "splits its latent over model.rungs")
+    if m.latent_dim % m.rungs:
+        raise SpecError("model.rungs", f"latent_dim={m.latent_dim} is not divisible by rungs={m.rungs} (the "
+                                       f"latent is split evenly over the rungs, 001 A.2.1)")
+    common = _common(spec, graph, channels)
+    dec = _conv_decoder(m)
+    for key, hidden in (("encoder", common.pop("enc_hidden")), ("decoder", dec.pop("dec_hidden"))):
+        if hidden:
+            raise SpecError(f"model.{key}.hidden", f"VLAE's ladder rungs replace the {key}'s MLP: leave it empty "
+                                                   f"and size the rungs with model.rung_hidden")
+    return MODELS.get("vlae")(rungs=m.rungs, beta=m.beta, rung_hidden=m.rung_hidden, rung_channels=m.rung_channels,
+                              rung_side=m.rung_side, rung_pool=m.rung_pool, **common, **dec)
+
+
+@BUILDERS.register("asae")
+def _build_asae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
+    m: ASAESpec = spec.model
+    if m.latent_dim % m.heads:
+        ok = [h for h in range(1, m.latent_dim + 1) if m.latent_dim % h == 0]
+        raise SpecError("model.heads", f"latent_dim={m.latent_dim} is not divisible by heads={m.heads}: each head "
+                                       f"writes latent_dim / heads dims (000 sec 2); allowed: {ok}")
+    enc = m.encoder
+    if isinstance(enc, AttentionEncoderSpec):
+        embed, where = enc.embed_dim, "model.encoder.embed_dim"
+        kw = dict(tokens="patches", patch=enc.patch, stride=enc.stride, patch_hidden=enc.hidden,
+                  head_hidden=enc.head_hidden)
+        if enc.patch > spec.data.resolution:
+            raise SpecError("model.encoder.patch", f"{enc.patch} exceeds data.resolution={spec.data.resolution}")
+    elif isinstance(enc, ConvEncoderSpec):
+        embed, where = enc.channels, "model.encoder.channels"
+        kw = dict(tokens="conv", enc_blocks=enc.blocks, enc_channels=enc.channels, head_hidden=enc.hidden)
+    else:
+        raise SpecError("model.encoder.kind", f"model 'asae' supports encoder kinds: attention, conv; got {enc.KIND!r}")
+    if embed % m.heads:
+        raise SpecError(where, f"{embed} is not divisible by model.heads={m.heads} (each head gets an equal share)")
+    dec = m.decoder
+    if isinstance(dec, StructuralDecoderSpec):
+        if graph.kind not in ("chain", "dag"):
+            raise SpecError("graph.kind", f"model 'asae' compiles chain or dag graphs; got {graph.kind!r}")
+        kw.update(decoder="structural", mechanism_hidden=dec.mechanism_hidden)
+    elif isinstance(dec, ConvDecoderSpec):
+        kw.update(decoder="conv", dec_hidden=dec.hidden)
+    else:
+        raise SpecError("model.decoder.kind", f"model 'asae' supports decoder kinds: structural, conv; got {dec.KIND!r}")
+    return MODELS.get("asae")(graph=graph, in_channels=channels, resolution=spec.data.resolution, heads=m.heads,
+                              embed_dim=embed, dec_blocks=dec.blocks, dec_channels=dec.channels,
+                              groups=getattr(enc, "groups", dec.groups), recon_loss=spec.train.loss,
+                              hybrid_latents=spec.evaluate.hybrid_latents, **kw)

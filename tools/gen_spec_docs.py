@@ -169,6 +169,87 @@ model:
   decoder: {kind: structural, blocks: 12, channels: 64, mechanism_hidden: [64, 64, 64]}
 """),
     ],
+    ("model", "wae"): [
+        ("The paper's WAE baseline (specs/wae.yaml): lam = 10, IMQ kernel with C = 2 * 12 * 1.",
+         """\
+model:
+  kind: wae
+  latent_dim: 12
+  lam: 10.0
+  kernel_scale: 1.0
+"""),
+    ],
+    ("model", "btcvae"): [
+        ("beta-TC-VAE (specs/btcvae.yaml); `dataset_size: null` counts the train split.",
+         """\
+model:
+  kind: btcvae
+  latent_dim: 12
+  alpha: 1.0
+  beta: 6.0
+  gamma: 1.0
+  dataset_size: null
+"""),
+    ],
+    ("model", "factorvae"): [
+        ("FactorVAE (specs/factorvae.yaml) with Kim & Mnih's 6 x 1000 discriminator.",
+         """\
+model:
+  kind: factorvae
+  latent_dim: 12
+  gamma: 10.0
+  discriminator_hidden: [1000, 1000, 1000, 1000, 1000, 1000]
+  discriminator_lr: 1.0e-4
+"""),
+    ],
+    ("model", "laddervae"): [
+        ("Ladder VAE (specs/laddervae.yaml): three stochastic layers of 4 dims, 10k warm-up steps.",
+         """\
+model:
+  kind: laddervae
+  latent_dim: 12
+  layer_dims: [4, 4, 4]
+  warmup_steps: 10000
+  rung_width: 128
+"""),
+    ],
+    ("model", "adaae"): [
+        ("AdaAE-12 (specs/adaae12.yaml): the SAE-12 decoder with every Str-Tfm layer reading all 12 dims; "
+         "no `graph:` (each latent dim is its own variable, 001 sec 3.1).",
+         """\
+model:
+  kind: adaae
+  latent_dim: 12
+  layers: 12
+  encoder: {kind: conv, blocks: 12, channels: 64, hidden: [128]}
+  decoder: {kind: structural, blocks: 12, channels: 64, mechanism_hidden: [64, 64, 64]}
+"""),
+    ],
+    ("model", "vlae"): [
+        ("VLAE-12 (specs/vlae12.yaml): 12 rungs of one latent dim each.",
+         """\
+model:
+  kind: vlae
+  latent_dim: 12
+  rungs: 12
+  beta: 1.0
+  rung_hidden: [32, 32, 32]
+  encoder: {kind: conv, blocks: 12, channels: 64}
+  decoder: {kind: conv, blocks: 12, channels: 64}
+"""),
+    ],
+    ("model", "asae"): [
+        ("6-ASAE (specs/asae6.yaml): six heads over overlapping 4x4 patches, two latent dims each, and the "
+         "K = 12 structural decoder.",
+         """\
+model:
+  kind: asae
+  latent_dim: 12
+  heads: 6
+  encoder: {kind: attention, patch: 4, stride: 2, embed_dim: 384, hidden: [256], head_hidden: [64, 64, 64]}
+  decoder: {kind: structural, blocks: 12, channels: 64, mechanism_hidden: [64, 64, 64]}
+"""),
+    ],
     ("model.encoder", "conv"): [
         ("A smaller backbone with a two-layer MLP head.",
          """\

@@ -2,3 +2,10 @@
 from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
 from .ae import AE, VAE
 from .sae import SAE
+from .wae import WAE
+from .btcvae import BetaTCVAE
+from .factorvae import FactorVAE
+from .laddervae import LadderVAE
+from .adaae import AdaAE
+from .vlae import VLAE
+from .asae import ASAE, attention_png

@@ -37,13 +37,23 @@ class StructuralDecoder(nn.Module):
     features, and the image is read from the sinks. A chain (SAE-K) is thus the 001 decoder, one
     stream with the Str-Tfm layers placed evenly between the conv blocks; in a DAG a node's
     features depend only on its ancestors' noises, so do() leaves non-descendants untouched.
+    With `full_latent` every Str-Tfm reads all of u instead (AdaAE, 001 sec 3.1) and that guarantee is gone.
     """
 
     def __init__(self, *, graph: LatentGraph, out_channels: int, resolution: int, blocks: int, channels: int,
-                 mechanism_hidden: Sequence[int] = (64, 64, 64), groups: int = 8):
+                 mechanism_hidden: Sequence[int] = (64, 64, 64), groups: int = 8, full_latent: bool = False,
+                 latent_dim: int | None = None):
         super().__init__()
         self.graph = graph
         self.resolution = resolution
+        # full_latent: every node's Str-Tfm sees the whole latent vector u of width `latent_dim` (default
+        # graph.latent_dim), i.e. Ada-IN without the normalisation: AdaAE of 001 sec 3.1. The graph then
+        # only places the layers; do() on any latent changes every node's features.
+        self.full_latent = full_latent
+        self.latent_dim = graph.latent_dim if latent_dim is None else latent_dim
+        if not full_latent and self.latent_dim != graph.latent_dim:
+            raise ValueError(f"latent_dim={latent_dim} differs from the graph's {graph.latent_dim}; it may only "
+                             f"be set with full_latent=True")
         side = bottleneck_size(resolution, blocks)
         self.static = nn.Parameter(torch.randn(1, channels, side, side) * 0.1)  # "static features", Fig. 1
         levels = graph.num_levels
@@ -52,14 +62,15 @@ class StructuralDecoder(nn.Module):
         self.mechanism = nn.ModuleDict()
         for node in graph.order:
             lvl = graph.levels[node]
-            self.strtfm[node] = StrTfm(in_dim=graph.dims[node], channels=channels, hidden=mechanism_hidden)
+            in_dim = self.latent_dim if full_latent else graph.dims[node]
+            self.strtfm[node] = StrTfm(in_dim=in_dim, channels=channels, hidden=mechanism_hidden)
             self.mechanism[node] = decoder_stage(range(bounds[lvl], bounds[lvl + 1]), blocks, channels, groups)
         self.out = nn.Conv2d(channels, out_channels, 3, padding=1)
 
     def features(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each node's output features S_i: {node: (B, C, h_i, w_i)}, computed in topological order."""
-        if u.dim() != 2 or u.shape[1] != self.graph.latent_dim:
-            raise ValueError(f"expected latents of shape (B, {self.graph.latent_dim}), got {tuple(u.shape)}")
+        if u.dim() != 2 or u.shape[1] != self.latent_dim:
+            raise ValueError(f"expected latents of shape (B, {self.latent_dim}), got {tuple(u.shape)}")
         feats: dict[str, torch.Tensor] = {}
         for node in self.graph.order:
             parents = self.graph.parents(node)
@@ -67,7 +78,7 @@ class StructuralDecoder(nn.Module):
                 v = _merge([feats[p] for p in parents])
             else:
                 v = self.static.expand(u.shape[0], -1, -1, -1)
-            v = self.strtfm[node](v, u[:, self.graph.slice(node)])
+            v = self.strtfm[node](v, u if self.full_latent else u[:, self.graph.slice(node)])
             feats[node] = self.mechanism[node](v)
         return feats
 

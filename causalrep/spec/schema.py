@@ -201,6 +201,159 @@ class SAESpec(ModelSpec):
     decoder: DecoderSpec = field(attrs.Factory(StructuralDecoderSpec), help="decoder network (structural)")
 
 
+@register_kind(ModelSpec, "wae")
+@frozen
+class WAESpec(AESpec):
+    """WAE-MMD (Tolstikhin et al. 2018; the "WAE" baseline of 001 sec 3.1): deterministic encoder,
+    loss = recon + lam * MMD^2 to N(0, I) with the inverse multiquadric kernel."""
+
+    lam: float = field(10.0, help="weight of the MMD penalty (WAE sec 4: 10 on MNIST, 100 on CelebA; 001 gives none)")
+    kernel_scale: float = field(1.0, help="sigma_z^2 in the IMQ kernel constant C = 2 * latent_dim * sigma_z^2 "
+                                          "(1: the N(0, I) prior)")
+
+
+@register_kind(ModelSpec, "btcvae")
+@frozen
+class BTCVAESpec(AESpec):
+    """beta-TC-VAE (Chen et al. 2018; studied in 002): loss = recon + alpha * MI + beta * TC + gamma *
+    dimension-wise KL, estimated by minibatch weighted sampling."""
+
+    alpha: float = field(1.0, help="weight of the index-code mutual information")
+    beta: float = field(6.0, help="weight of the total correlation")
+    gamma: float = field(1.0, help="weight of the dimension-wise KL")
+    dataset_size: int | None = field(None, help="N of the minibatch weighted sampling estimator; null: the train "
+                                                "split's size, from the dataset's factor grid, data.split and the "
+                                                "include/exclude filters")
+
+    @dataset_size.validator
+    def _positive(self, attribute, value):
+        if value is not None and value < 1:
+            raise ValueError(f"dataset_size: expected a positive int, got {value}")
+
+
+@register_kind(ModelSpec, "factorvae")
+@frozen
+class FactorVAESpec(AESpec):
+    """FactorVAE (Kim & Mnih 2018; studied in 002): loss = recon + KL + gamma * TC, the TC estimated by a
+    discriminator trained with its own Adam (betas 0.5, 0.9) on z vs dimension-wise permuted z."""
+
+    gamma: float = field(10.0, help="weight of the TC term (the smallest of disentanglement_lib's FactorVAE "
+                                    "sweep 10..100, which 002 sec 5 takes its settings from)")
+    discriminator_hidden: tuple[int, ...] = field((1000,) * 6, help="hidden widths of the discriminator MLP "
+                                                                    "(Kim & Mnih: 6 layers of 1000)")
+    discriminator_lr: float = field(1e-4, help="Adam learning rate of the discriminator (Kim & Mnih: 1e-4)")
+
+
+@register_kind(ModelSpec, "laddervae")
+@frozen
+class LadderVAESpec(AESpec):
+    """Ladder VAE (Sønderby et al. 2016; slides 003): bottom-up rungs, top-down hierarchical prior,
+    precision-weighted posterior merge, KL warm-up."""
+
+    layer_dims: tuple[int, ...] | None = field(None, help="dims of the stochastic layers z_1 (bottom) .. z_L (top), "
+                                                          "summing to latent_dim; null: latent_dim over 3 layers")
+    warmup_steps: int = field(10_000, help="steps over which the KL weight rises linearly from 0 to 1 (003)")
+    rung_width: int = field(128, help="width of the deterministic bottom-up and top-down ladder features")
+    rung_hidden: tuple[int, ...] = field((), help="hidden widths of each ladder rung's MLP")
+
+    @warmup_steps.validator
+    def _non_negative(self, attribute, value):
+        if value < 0:
+            raise ValueError(f"warmup_steps: expected a non-negative int, got {value}")
+
+
+@register_kind(EncoderSpec, "attention")
+@frozen
+class AttentionEncoderSpec(EncoderSpec):
+    """The ASAE attention encoder (000 sec 2): overlapping patches with their (x, y) coordinates, each embedded
+    by one shared MLP, then a single attention layer whose `model.heads` heads each write latent_dim / heads dims."""
+
+    patch: int = field(4, help="patch side in pixels (000 sec 2: overlapping 4x4 patches)")
+    stride: int = field(2, help="step between patches (not given in 000; 2 overlaps 4x4 patches by half and, "
+                                "with zero padding (patch - stride) / 2, tiles 64x64 images as a 32x32 grid)")
+    embed_dim: int = field(384, help="token width E, divisible by model.heads (each head's keys and values "
+                                     "have E / heads dims)")
+    hidden: tuple[int, ...] = field((256,), help="hidden widths of the per-patch MLP (pixels + x, y -> E)")
+    head_hidden: tuple[int, ...] = field((64, 64, 64), help="hidden widths of each head's MLP from its "
+                                                            "attended features to its latent dims")
+
+    @patch.validator
+    @stride.validator
+    @embed_dim.validator
+    def _positive(self, attribute, value):
+        if value < 1:
+            raise ValueError(f"{attribute.name}: expected a positive int, got {value}")
+
+
+@register_kind(ModelSpec, "adaae")
+@frozen
+class AdaAESpec(ModelSpec):
+    """AdaAE-K (001 sec 3.1, "Adaptive"): the SAE except that every Str-Tfm layer sees the whole latent
+    vector (effectively Ada-IN); each latent dim is its own variable for hybrid sampling."""
+
+    latent_dim: int = field(help="total latent dimensions D; every Str-Tfm layer reads all of them")
+    layers: int | None = field(None, help="Str-Tfm layers K, placed evenly between the decoder blocks "
+                                          "(001 A.2.1); null: latent_dim (AdaAE-12 for D = 12)")
+    encoder: EncoderSpec = field(attrs.Factory(ConvEncoderSpec), help="encoder network (conv)")
+    decoder: DecoderSpec = field(attrs.Factory(StructuralDecoderSpec), help="decoder network: structural "
+                                 "(mechanism_hidden sizes each layer's MLP) or conv (its hidden does)")
+
+    @layers.validator
+    def _layers(self, attribute, value):
+        if value is not None and value < 1:
+            raise ValueError(f"layers: expected a positive int, got {value}")
+
+
+@register_kind(ModelSpec, "vlae")
+@frozen
+class VLAESpec(ModelSpec):
+    """VLAE-L (Zhao et al. 2017; 001 sec 3.1): L latent groups inferred from and injected at L depths by
+    ladder rungs that concatenate their features with the decoder's; N(0, I) prior, loss = recon + beta * KL."""
+
+    latent_dim: int = field(help="total latent dimensions D, split evenly over the rungs")
+    rungs: int = field(4, help="ladder rungs L (001: 2, 3, 4, 6, 12, 16); rung k enters before decoder block "
+                               "k * blocks / L and reads the mirrored encoder block")
+    beta: float = field(1.0, help="weight of the KL term (1: the ELBO)")
+    rung_hidden: tuple[int, ...] = field((32, 32, 32), help="hidden widths of every inference and generative "
+                                                            "rung MLP (001 A.2.1: three hidden layers)")
+    rung_channels: int = field(8, help="channels of a generative rung's feature map (concatenated with the "
+                                       "decoder's features, then a 1x1 conv block back to its channels)")
+    rung_side: int = field(4, help="side of a generative rung's map, bilinearly resized to the features it joins")
+    rung_pool: int = field(2, help="inference rungs read the encoder features average-pooled to this side")
+    encoder: EncoderSpec = field(attrs.Factory(ConvEncoderSpec), help="encoder network (conv; the rungs "
+                                 "replace its MLP head, so hidden must be empty)")
+    decoder: DecoderSpec = field(attrs.Factory(ConvDecoderSpec), help="decoder network (conv; the first rung "
+                                 "starts it, so hidden must be empty)")
+
+    @rungs.validator
+    @rung_channels.validator
+    @rung_side.validator
+    @rung_pool.validator
+    def _positive(self, attribute, value):
+        if value < 1:
+            raise ValueError(f"{attribute.name}: expected a positive int, got {value}")
+
+
+@register_kind(ModelSpec, "asae")
+@frozen
+class ASAESpec(ModelSpec):
+    """ASAE-H (000 sec 2): an attention encoder whose H heads each write latent_dim / H dims, and the SAE's
+    structural decoder (000: K = 12, a chain over latent_dim nodes unless `graph` says otherwise)."""
+
+    latent_dim: int = field(help="total latent dimensions D (000: 12), divisible by heads")
+    heads: int = field(4, help="attention heads H (000: 4, 6 or 12); head h writes dims [h*D/H, (h+1)*D/H)")
+    encoder: EncoderSpec = field(attrs.Factory(AttentionEncoderSpec), help="attention (000: patches + "
+                                 "coordinates) or conv (attention over the conv features' pixels: token width "
+                                 "= channels, each head's MLP = hidden)")
+    decoder: DecoderSpec = field(attrs.Factory(StructuralDecoderSpec), help="decoder network: structural "
+                                 "(000) or conv")
+
+    @heads.validator
+    def _heads(self, attribute, value):
+        if value < 1:
+            raise ValueError(f"heads: expected a positive int, got {value}")
+
+
 # ---------------------------------------------------------------- train / evaluate / track
 @frozen
 class TrainSpec:
