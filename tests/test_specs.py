@@ -15,7 +15,8 @@ SPECS = sorted(p for p in (Path(__file__).resolve().parents[1] / "specs").rglob(
 
 def test_specs_exist():
     names = {p.stem for p in SPECS}
-    assert {"quickstart", "sae2", "sae3", "sae4", "sae6", "sae12", "sae16", "ae", "vae", "bvae"} <= names
+    assert {"quickstart", "sae2", "sae3", "sae4", "sae6", "sae12", "sae16", "ae", "vae", "bvae", "asae4", "asae6",
+            "asae12", "adaae12", "vlae12", "laddervae", "btcvae", "factorvae", "wae"} <= names
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
