@@ -1,3 +1,7 @@
 """Evaluation metrics; `METRICS` maps a spec's `evaluate.metrics` names to functions."""
 from .registry import METRICS
 from .reconstruction import batched_images, mean_image, reconstruction
+from .disentanglement import dci, dci_scores_from_importance, irs, mig, modularity_explicitness, sap
+from .interventional import betavae_score, factorvae_score, fairness
+from . import wrappers  # registers mig, dci, sap, modexp, irs, betavae, factorvae, fairness
+from . import fid  # registers fid (FID of reconstructions and samples, named by its feature network)
