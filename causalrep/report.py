@@ -52,6 +52,10 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
         files[name] = path
         if tracker is not None:
             tracker.log_image(name, grid, step=step, context="report")
+    if hasattr(getattr(model, "encoder", None), "attention_maps"):
+        from .models.asae import attention_png  # ASAE-H: where each head looks (000 Fig. 7)
+
+        files["attention"] = attention_png(model, x, run_dir / "attention.png")
     files["report"] = run_dir / "report.md"
     files["report"].write_text(markdown(metrics, files, title=run_dir.parent.name + " / " + run_dir.name))
     return files

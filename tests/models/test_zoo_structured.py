@@ -170,3 +170,20 @@ def test_paper_specs_have_about_a_million_parameters(name):
     if name.startswith("asae"):
         assert model.encoder.grid == (32, 32)  # 4x4 patches, stride 2 over 64x64
         assert model.heads == int(name[4:]) and model.latent_dim == 12
+
+
+def test_asae_run_report_draws_the_attention_maps(tmp_path):
+    """An ASAE run's report has attention.png (000 Fig. 7) next to the other grids."""
+    from causalrep.experiment import Experiment
+    from conftest import tiny_data
+
+    from causalrep.spec import load_spec
+
+    data = tiny_data("asae", 4, heads=2)
+    data["model"]["encoder"] = {"kind": "attention", "patch": 4, "stride": 2, "embed_dim": 16, "hidden": [16],
+                                "head_hidden": [8]}
+    data["model"]["decoder"] = {"kind": "structural", "blocks": 3, "channels": 8, "groups": 4, "mechanism_hidden": [8]}
+    exp = Experiment(load_spec(data=data), out=tmp_path, progress=False)
+    exp.run()
+    assert (exp.run_dir / "attention.png").is_file()
+    assert "![attention](attention.png)" in (exp.run_dir / "report.md").read_text()
