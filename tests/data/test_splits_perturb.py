@@ -121,3 +121,25 @@ def test_resident_batches_equal_rendered_ones_to_uint8_precision(tmp_path):
     assert a.resident is not None and a.resident.dtype == torch.uint8 and len(a.resident) == len(exp.split.train)
     assert b.resident is None
     assert (a.next_batch() - b.next_batch()).abs().max() <= 0.5 / 255 + 1e-7  # same indices, uint8 rounding
+
+
+def test_perturbation_from_a_trained_vae_uses_its_least_noisy_latent(tmp_path):
+    """002 eq. 6: s(x) = enc(x)_j with j = argmin_k <sigma_k^2> over the data, from a run folder."""
+    from causalrep.experiment import Experiment, load_run
+
+    exp = Experiment(load_spec(data=tiny_data("vae")), out=tmp_path, progress=False)
+    exp.run()
+    spec = load_spec(data=tiny_data("sae"), overrides=[f"data.perturbation={{kind: pattern, run: {exp.run_dir}, "
+                                                       "epsilon: 0.1, scale: 3.0}"])
+    ds = build_dataset(spec)
+    run = load_run(exp.run_dir)
+    x = run.dataset.images_at(run.split.train[:1024])
+    with torch.no_grad():
+        mu, logvar = run.model.posterior(x)
+    j = int(logvar.exp().mean(0).argmin())
+    assert ds.s.latent == j
+    f = ds.sample_factors(4, np.random.default_rng(0))
+    plain = DATASETS.get("dsprites")(resolution=16).images(f)
+    with torch.no_grad():
+        s = 3.0 * run.model.posterior(plain)[0][:, j]
+    assert torch.allclose(ds.images(f), (plain + 0.1 * ds.f(s)[:, None]).clamp(0, 1))
