@@ -77,7 +77,8 @@ class Runner:
             opts = {"precision": "fp32", **opts}
             self.trainer = Trainer(model=model, dataset=types.SimpleNamespace(channels=3), split=Split(8, (1.0, 0.0), 0),
                                    run_dir=run_dir, tracker=NullTracker(), steps=1, batch_size=t.batch_size, lr=t.lr,
-                                   betas=tuple(t.betas), device=device.type, progress=False, **opts)
+                                   betas=tuple(t.betas), device=device.type, progress=False, resident="never",
+                                   **opts)
             self.step = lambda x: self.trainer.train_step(x).loss.detach()
             self.precision, fmt = opts["precision"], self.trainer.memory_format
         # the layout change is the Trainer's next_batch work; done once here so only the step is timed

@@ -78,9 +78,10 @@ class Trainer:
         auto: on CUDA when the split fits in max_bytes (3D-Shapes' 336k training images at 64x64 are
         4.1 GB); then a batch is one gather on the device, no host work per step (DESIGN sec 6).
         """
+        if mode == "never" or (mode == "auto" and self.device.type != "cuda"):
+            return None
         d = self.dataset
-        nbytes = len(self.train_index) * d.channels * d.resolution ** 2
-        if mode == "never" or (mode == "auto" and (self.device.type != "cuda" or nbytes > max_bytes)):
+        if mode == "auto" and len(self.train_index) * d.channels * d.resolution ** 2 > max_bytes:
             return None
         out = torch.empty((len(self.train_index), d.channels, d.resolution, d.resolution), dtype=torch.uint8,
                           device=self.device)
