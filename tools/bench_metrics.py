@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,6 +40,7 @@ from sklearn.svm import LinearSVC  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from causalrep.metrics.disentanglement import dci, irs, mig, modularity_explicitness, sap  # noqa: E402
+from causalrep.train.trainer import describe_device  # noqa: E402
 
 # Tolerances of the brief: every value within 0.05 of the reference, DCI d/c within 0.10.
 TOL = {"dci_disentanglement": 0.10, "dci_completeness": 0.10}
@@ -188,18 +187,6 @@ def make_cases(n_train: int, n_test: int, dim: int, sizes: list[int], seed: int)
     }
 
 
-def cpu_name() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {name}, {os.cpu_count()} cores"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-train", type=int, default=10000)
@@ -249,7 +236,7 @@ def main() -> None:
                       "max_abs_diff_by_value": {k: round(v, 4) for k, v in per_metric.items()},
                       "within_tolerance": within, "seconds_ours": round(t_ours, 1), "seconds_reference": round(t_ref, 1),
                       "n_train": args.n_train, "n_test": args.n_test, "dim": args.dim, "sizes": sizes,
-                      "dci_estimator": args.gbt, "device": cpu_name()}))
+                      "dci_estimator": args.gbt, "device": describe_device("cpu")}))
 
 
 if __name__ == "__main__":

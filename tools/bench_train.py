@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import torch  # noqa: E402
 from causalrep.build import build_model  # noqa: E402
 from causalrep.data.base import DATASETS, Split  # noqa: E402
 from causalrep.spec.load import load_spec  # noqa: E402
-from causalrep.train.trainer import Trainer  # noqa: E402
+from causalrep.train.trainer import Trainer, describe_device  # noqa: E402
 
 # Loss tolerance (max relative difference of the per-step training losses vs naive over the check steps).
 # fp32: channels_last / inductor only reorder float32 sums (conv reductions of <= 64*25 terms, GroupNorm
@@ -40,20 +39,6 @@ class NullTracker:
     def log_metric(self, name, value, *, step, context="train"): pass
     def log_image(self, name, image, *, step, context="eval"): pass
     def close(self): pass
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {name}, {torch.get_num_threads()} threads"
 
 
 def sync(device: torch.device) -> None:
@@ -168,7 +153,7 @@ def main(argv=None) -> int:
     pool = max(args.check_steps, 4)
     batches = [torch.rand(B, 3, R, R, generator=gen).to(device) for _ in range(pool)]
     print(f"# {spec.name}: batch {B}, {R}x{R}, 3 channels (random uniform batches pre-placed on {device.type}; "
-          f"data loading not timed); {device_name(device)}; torch {torch.__version__}")
+          f"data loading not timed); {describe_device(device)}; torch {torch.__version__}")
     for n in notes:
         print(f"# note: {n}")
     print(f"# {steps} timed steps x {repeats} round-robin repeats per variant; {args.check_steps} check steps first",
@@ -222,7 +207,7 @@ def main(argv=None) -> int:
     for name, rate, ratio, note in rows:
         print(f"{name:<{w}} | {rate:7.3f} | {ratio:5.2f} | {note}")
     print(json.dumps({"naive_steps_per_s": round(naive_rate, 4), "best_steps_per_s": round(best[1], 4),
-                      "best_variant": best[0], "device": device_name(device), "batch_size": B, "resolution": R,
+                      "best_variant": best[0], "device": describe_device(device), "batch_size": B, "resolution": R,
                       "torch": torch.__version__}))
     return 0
 

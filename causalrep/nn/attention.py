@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import ConvBlock, bottleneck_size, mlp, pool_after
+from .backbone import bottleneck_size, conv_features, mlp
 
 
 def grid_coords(gh: int, gw: int, centres_h: torch.Tensor, centres_w: torch.Tensor, size: int) -> torch.Tensor:
@@ -50,13 +50,7 @@ class ConvTokens(nn.Module):
     def __init__(self, *, in_channels: int, resolution: int, blocks: int, channels: int, embed_dim: int,
                  groups: int = 8):
         super().__init__()
-        layers: list[nn.Module] = []
-        for i, pool in enumerate(pool_after(blocks)):
-            layers.append(ConvBlock(in_channels if i == 0 else channels, channels, kernel=5 if i == 0 else 3,
-                                    groups=groups))
-            if pool:
-                layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
+        self.features = conv_features(in_channels=in_channels, blocks=blocks, channels=channels, groups=groups)
         side = bottleneck_size(resolution, blocks)
         self.grid = (side, side)
         step = resolution / side

@@ -49,6 +49,17 @@ def bottleneck_size(resolution: int, blocks: int) -> int:
     return resolution // 2 ** n
 
 
+def conv_features(*, in_channels: int, blocks: int, channels: int, groups: int = 8) -> nn.Sequential:
+    """The encoder's conv blocks: first conv 5x5, then 3x3, a 2x2 max-pool after every third (A.2.1)."""
+    layers: list[nn.Module] = []
+    for i, pool in enumerate(pool_after(blocks)):
+        layers.append(ConvBlock(in_channels if i == 0 else channels, channels, kernel=5 if i == 0 else 3,
+                                groups=groups))
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
 class ConvEncoder(nn.Module):
     """x: (B, C, R, R) -> (B, out_features); R / 2^ceil(blocks/3) features flattened into an MLP."""
 
@@ -56,13 +67,7 @@ class ConvEncoder(nn.Module):
                  hidden: Sequence[int] = (), groups: int = 8):
         super().__init__()
         side = bottleneck_size(resolution, blocks)
-        layers: list[nn.Module] = []
-        for i, pool in enumerate(pool_after(blocks)):
-            layers.append(ConvBlock(in_channels if i == 0 else channels, channels, kernel=5 if i == 0 else 3,
-                                    groups=groups))
-            if pool:
-                layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
+        self.features = conv_features(in_channels=in_channels, blocks=blocks, channels=channels, groups=groups)
         self.head = mlp(channels * side * side, hidden, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

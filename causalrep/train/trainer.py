@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,22 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise TrainingError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu")
     return torch.device(device)
+
+
+def describe_device(device: torch.device | str) -> str:
+    """A device in words for benchmark records: the GPU's name, or the CPU model and torch's thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {name}, {torch.get_num_threads()} threads"
 
 
 class Trainer:
