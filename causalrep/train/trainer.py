@@ -189,7 +189,7 @@ class Trainer:
             terms.update({f"aux_{k}": v.detach().float() for k, v in out.get("aux", {}).items()})
             self.step += 1
             finite = torch.isfinite(out.loss.detach())
-            first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(self.step, device=self.device), first_bad)
+            first_bad = torch.where((first_bad < 0) & ~finite, self.step, first_bad)  # scalar: no per-step copy
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
