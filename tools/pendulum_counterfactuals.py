@@ -132,7 +132,9 @@ def main(argv=None) -> dict:
         v = cv.model.value_of(cause, torch.as_tensor(values, dtype=torch.float32))
         return cv.model.do(xb, {cause: v})
 
-    models = {"CausalVAE (do on z, mechanisms)": cv_do}
+    models = {"CausalVAE (do on z, mechanisms)": cv_do,
+              # the reference for (iii): the input itself, nothing moved (its effects stay where x had them)
+              "input image unchanged (no intervention)": lambda xb, cause, values: xb}
     fits = None
     if args.vae:
         vae = load_run(args.vae)
@@ -147,7 +149,7 @@ def main(argv=None) -> dict:
             err = np.abs(read(reg, mean, std, cf) - want).mean(0)
             other = 1 - k
             rows.append((label, f"do({cause})", err[k], err[other], err[2], err[3]))
-            record[f"{label.split()[0].lower()}/do_{cause}"] = {"intervened": round(float(err[k]), 4),
+            record[f"{label.split()[0].lower().replace('input', 'unchanged')}/do_{cause}"] = {"intervened": round(float(err[k]), 4),
                                                                "other_cause": round(float(err[other]), 4),
                                                                "shadow_position": round(float(err[2]), 4),
                                                                "shadow_length": round(float(err[3]), 4)}
@@ -156,6 +158,9 @@ def main(argv=None) -> dict:
     print(f"| regressor on true images | none | {floor[0]:.2f} / {floor[1]:.2f} | | {floor[2]:.3f} | {floor[3]:.3f} |")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.3f} | {r[5]:.3f} |")
+    spread = ds.labels(ds.index_to_factors(split.train)).std(0)
+    print("label std on the training split: " + ", ".join(f"{n} {v:.3f}" for n, v in zip(NAMES, spread)))
+    record["label_std"] = dict(zip(NAMES, spread.round(4).tolist()))
     if fits:
         print("VAE naive dims: " + ", ".join(f"{c}: dim {d} (|corr| {r:.2f})" for c, (d, _, _, r) in fits.items()))
     if args.out:

@@ -86,6 +86,10 @@ class LatentModel(nn.Module):
         per-image reconstruction loss; a model that does not reconstruct its input redefines it."""
         return reconstruction_loss(self.decode_logits(self.encode(x)), x, self.recon_loss)
 
+    def on_fit_start(self, trainer: Any) -> None:
+        """Called by the trainer each time fit() starts, on a fresh run and on resume (before before_fit);
+        default: nothing."""
+
     def before_fit(self, trainer: Any) -> None:
         """Called once by the trainer before step 1 of a fresh run (not on resume); default: nothing."""
 

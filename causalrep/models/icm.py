@@ -33,13 +33,13 @@ class ICMCommittee(LatentModel):
               outputs: all of them weighted 1/N' (Algorithm 1 and eq. 3; sec 4: "we punish the losing experts by
               training the discriminator against their outputs as well") or, with fakes="winners", the winners'.
     Losers must not move at all: an expert whose gradient were zero would still be moved by Adam's momentum, so
-    the scoring pass runs without grad and each winner is recomputed with grad; an expert that won nothing never
-    enters the generator loss's graph (its .grad stays None and Adam skips it). winner_forward="full" (default,
-    004's setting) recomputes a winner on the whole batch, so batch norm normalises with, and back-propagates
-    through, the statistics of the whole transformed batch, and takes the loss on its won images; "won"
-    recomputes only the won images, normalised with the statistics kept from the scoring pass
-    (Expert.forward_batch_stats): the same outputs, no gradient through the statistics, and one expert-batch
-    of backward instead of one per winner. Either way the running statistics used at evaluation are those of
+    an expert that won nothing must never enter the generator loss's graph (its .grad stays None and Adam skips
+    it). winner_forward="full" (default, 004's setting) runs every expert on the whole batch with grad, so batch
+    norm normalises with, and back-propagates through, the statistics of the whole transformed batch, and takes
+    each winner's loss on its won images (the losers' outputs are scored detached: no gradient path reaches
+    them); "won" scores without grad and recomputes only the won images, normalised with the statistics kept
+    from the scoring pass (Expert.forward_batch_stats): the same outputs, no gradient through the statistics,
+    and one expert-batch of backward instead of one per winner. Either way the running statistics used at evaluation are those of
     whole mixed batches.
 
     The committee is not an autoencoder (`reconstructs = False`): encode(x) is the (B, N') matrix of D's scores
@@ -135,20 +135,28 @@ class ICMCommittee(LatentModel):
             raise ValueError("ICMCommittee.forward needs the canonical batch (model.batch_keys = ('canonical',)); "
                              "the trainer draws it with dataset.batch_extra('canonical', ...)")
         n, b = self.num_experts, len(x)
-        # line 4: every expert on the whole batch, without grad; each keeps its batch-norm statistics
-        scored = [e.forward_batch_stats(x) for e in self.experts]  # N' x ((B, C, H, W), stats)
-        fakes = torch.stack([out for out, _ in scored]).flatten(0, 1)  # (N' * B, C, H, W), expert-major
+        train_experts = torch.is_grad_enabled() and self.winner_forward == "full"
+        # line 4: every expert on the whole batch. "full": one training-mode pass with grad (batch norm normalises
+        # with, and back-propagates through, the statistics of the whole transformed batch, as in 004); a loser's
+        # outputs never enter the generator loss, so autograd never reaches it (its .grad stays None). "won":
+        # without grad, each expert keeping its batch-norm statistics for the recomputation of its won images
+        if train_experts:
+            outs = [e(x) for e in self.experts]
+            scored = None
+        else:
+            scored = [e.forward_batch_stats(x) for e in self.experts]  # N' x ((B, C, H, W), stats)
+            outs = [out for out, _ in scored]
+        fakes = torch.stack(outs).detach().flatten(0, 1)  # (N' * B, C, H, W), expert-major
         every = self.discriminator_fakes == "all"  # D trains on every output: keep the graph of this pass
         with torch.set_grad_enabled(every and torch.is_grad_enabled()):
             fake_logits = self.discriminator(fakes).float().view(n, b)  # logit c_j; grad reaches D only
         winner = assign_winners(fake_logits.detach())  # (B,) j* = argmax_j c_j
-        # line 6: each winner is recomputed with grad and its loss taken on the images it won; experts that won
-        # nothing stay out of the graph. "full": the winner runs on the whole batch again (batch norm's gradient
-        # through the batch statistics, as in 004); "won": only its images, normalised with the statistics kept
-        # from the scoring pass (same outputs, no gradient through the statistics, 1/N' of the backward cost)
+        # line 6: each winner's loss is taken on the images it won; experts that won nothing stay out of the
+        # graph. "won" recomputes only those images, normalised with the statistics kept from the scoring pass
+        # (same outputs, no gradient through the statistics, 1/N' of the backward cost)
         won = {j: torch.nonzero(winner == j).squeeze(1) for j in torch.unique(winner).tolist()}  # one host sync
-        if self.winner_forward == "full":
-            picked = torch.cat([self.experts[j](x, track=False).index_select(0, rows) for j, rows in won.items()])
+        if scored is None:
+            picked = torch.cat([outs[j].index_select(0, rows) for j, rows in won.items()])
         else:
             picked = torch.cat([self.experts[j](x.index_select(0, rows), stats=scored[j][1])
                                 for j, rows in won.items()])
@@ -168,10 +176,13 @@ class ICMCommittee(LatentModel):
                            distinct_winners=torch.tensor(float(len(won)), device=x.device),
                            winner=winner, aux={"discriminator": real + fake})
 
-    def before_fit(self, trainer: Any) -> None:
-        """The approximate-identity initialisation (004 sec 4, appendix B) on the trainer's transformed batches,
-        and a probe of validation images for the win matrix drawn over training (track_images)."""
+    def on_fit_start(self, trainer: Any) -> None:
+        """A probe of validation images for the win matrix drawn over training (track_images), also on resume."""
         self._set_probe(trainer.dataset, trainer.split.val, trainer.device)
+
+    def before_fit(self, trainer: Any) -> None:
+        """The approximate-identity initialisation (004 sec 4, appendix B) on the trainer's transformed batches
+        (a fresh run only: a resumed run continues from its checkpointed experts)."""
         self.identity_init(trainer.next_batch, tracker=trainer.tracker, progress=trainer.progress)
 
     def identity_init(self, next_batch, *, tracker=None, progress: bool = True) -> list[dict[str, float]]:

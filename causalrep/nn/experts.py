@@ -37,17 +37,13 @@ class Expert(nn.Module):
         self.norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(layers))
         self.out = nn.Conv2d(channels, in_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, stats: BatchStats | None = None, track: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, stats: BatchStats | None = None) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W); with `stats` (from forward_batch_stats), batch norm uses those
-        statistics (their gradient is not propagated) instead of this batch's or the running ones; with
-        track=False a training-mode pass normalises with this batch's statistics without updating the running
-        ones (a second pass over a batch whose statistics were already counted)."""
+        statistics (their gradient is not propagated) instead of this batch's or the running ones."""
         h = x
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             h = conv(h)
-            if stats is None and not track and self.training:
-                h = F.batch_norm(h, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
-            elif stats is None:
+            if stats is None:
                 h = norm(h)
             else:  # (h - mean) / std * weight + bias with the given mean and 1 / std: (1, channels, 1, 1) each
                 mean, invstd = stats[i]

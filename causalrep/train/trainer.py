@@ -263,6 +263,7 @@ class Trainer:
         model = self.model
         model.train()
         self._last_ckpt = self.step if self.ckpt_path.is_file() else None
+        model.on_fit_start(self)  # fresh or resumed, e.g. the ICM win-matrix probe
         if self.step == 0:
             model.before_fit(self)  # e.g. the ICM experts' approximate-identity initialisation (004 sec 3)
         self._wrap_distributed()

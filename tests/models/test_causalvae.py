@@ -90,24 +90,44 @@ def pendulum_model():
     return model
 
 
+def decoder_inputs(model, fn):
+    """The (B, n, k) decoder input z~ that fn() feeds the decoder."""
+    seen = []
+    handle = model.decoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return seen[-1].view(seen[-1].shape[0], 4, -1)
+
+
 def test_value_do_keeps_non_descendants_bit_equal_and_recomputes_descendants():
     model = pendulum_model()
     x = torch.rand(5, 3, 32, 32)
-    before = model.node_values(x)
-    eps = model.encode(x)
+    before = model.node_values(x)  # the concepts z (causal layer output)
+    u = model.encode(x)
     value = model.value_of("light_angle", 100.0)  # degrees -> the node's standardised value, (k,)
     assert value.shape == (2,)
-    after = model._eps(eps)  # noises are untouched by do()
-    logits = model.decode_values_logits(eps, {"light_angle": value})
+    logits = model.decode_values_logits(u, {"light_angle": value})
     assert logits.shape == x.shape
-    # rebuild the values the decoder saw, to compare node by node
-    zt = torch.stack([before[n] for n in PENDULUM_NODES], 1).clone()
-    zt[:, 1] = value
+    # rebuild by hand: z' = z with z'_light = value; the shadows (light's children) recomputed through their
+    # mechanisms plus x's residuals; the decoder reads g(A ∘ z') + (I - A^T) z' (eq 27 solved for the noise)
+    z = torch.stack([before[n] for n in PENDULUM_NODES], 1)
+    a, g = model.A, model.mask.mechanism
+    zp = z.clone()
+    zp[:, 1] = value
     for i in (2, 3):
-        zt[:, i] = model.mask.mechanism(i, model.A, zt) + after[:, i]
-    assert torch.equal(torch.sigmoid(model.decoder(zt.flatten(1))), model.do(x, {"light_angle": value}))
-    assert torch.equal(zt[:, 0], before["pendulum_angle"])  # non-descendant: bit-equal
-    assert not torch.equal(zt[:, 2], before["shadow_position"])  # descendants move
+        zp[:, i] = g(i, a, zp) + z[:, i] - g(i, a, z)
+    want = torch.stack([g(i, a, zp) for i in range(4)], 1) + zp - torch.einsum("ji,bjk->bik", a, zp)
+    plain = decoder_inputs(model, lambda: model.decode_logits(u))  # the reconstruction's z~
+    done = decoder_inputs(model, lambda: model.do(x, {"light_angle": value}))
+    assert torch.allclose(done[:, 1:], want[:, 1:], atol=1e-6)
+    assert torch.equal(done[:, 0], plain[:, 0])  # non-descendant pendulum: bit-equal decoder input
+    assert not torch.allclose(done[:, 2:], plain[:, 2:], atol=1e-3)  # descendants move
+    assert torch.allclose(torch.sigmoid(model.decoder(done.flatten(1))), model.do(x, {"light_angle": value}))
+    # setting light to its own value changes nothing (residuals restore x's shadows)
+    same = decoder_inputs(model, lambda: model.do(x, {"light_angle": before["light_angle"]}))
+    assert torch.allclose(same, plain, atol=1e-5)
     # an effect set directly changes nothing else (it has no descendants)
     out = model.do(x, {"shadow_length": model.value_of("shadow_length", 5.0)})
     assert out.shape == x.shape

@@ -111,16 +111,20 @@ def test_only_winners_receive_gradients_and_losers_do_not_move(winner_forward):
     assert all(torch.equal(a, p) for a, p in zip(before[3], model.experts[3].parameters()))
 
 
-def test_a_full_batch_winner_pass_leaves_the_running_statistics_alone():
-    # winner_forward="full" runs a winner on the batch a second time: normalised by the same batch statistics
-    # (so the same outputs as scored), which the scoring pass already counted in the running statistics
+def test_full_winner_forward_counts_each_batch_once_in_the_running_statistics():
+    # "full" scores and trains on one training-mode pass: every expert's running statistics move exactly as one
+    # nn.BatchNorm2d forward of the transformed batch moves them (no second pass over the same batch)
     torch.manual_seed(0)
-    expert = Expert(channels=8, layers=2)
-    x = torch.rand(8, 1, 16, 16)
-    y, _ = expert.forward_batch_stats(x)
-    running = [t.clone() for t in expert.state_dict().values()]
-    assert torch.allclose(expert(x, track=False), y, atol=1e-6)
-    assert all(torch.equal(a, b) for a, b in zip(running, expert.state_dict().values()))
+    model = committee(3)
+    ref = [Expert(channels=8, layers=2) for _ in range(3)]
+    for r, e in zip(ref, model.experts):
+        r.load_state_dict(e.state_dict())
+    x = torch.rand(6, 1, 16, 16)
+    model(x, canonical=torch.rand(6, 1, 16, 16))
+    for r, e in zip(ref, model.experts):
+        r(x)
+        for (k, a), b in zip(e.state_dict().items(), r.state_dict().values()):
+            assert torch.equal(a, b), k
 
 
 def test_winners_train_on_the_outputs_that_were_scored():
