@@ -130,3 +130,20 @@ def test_aux_groups_get_only_their_own_loss_gradients(tmp_path):
     assert torch.allclose(enc.grad, g_main[i])  # the encoder's grad is the main loss's alone
     assert "critic" in trainer.aux_optimizers and all(not torch.equal(before[n], p) for n, p in model.named_parameters()
                                                       if n.startswith("critic"))
+
+
+def test_fit_start_hooks_fire_on_fresh_and_resumed_runs(tmp_path, monkeypatch):
+    # on_fit_start runs every time fit() starts (e.g. the ICM win-matrix probe); before_fit only on a fresh run
+    # (e.g. the ICM identity initialisation, which must not redo itself over trained experts)
+    calls = []
+    spec = tiny_spec("sae", overrides=["train.steps=2", "train.checkpoint_every=2"])
+    exp = Experiment(spec, out=tmp_path, progress=False)
+    cls = type(exp.model)
+    monkeypatch.setattr(cls, "on_fit_start", lambda self, trainer: calls.append(("start", trainer.step)),
+                        raising=True)
+    monkeypatch.setattr(cls, "before_fit", lambda self, trainer: calls.append(("before", trainer.step)),
+                        raising=True)
+    exp.run()
+    resumed = Experiment.resume(exp.run_dir, ["train.steps=3"], progress=False)
+    resumed.run()
+    assert calls == [("start", 0), ("before", 0), ("start", 2)]
