@@ -93,6 +93,9 @@ class LatentModel(nn.Module):
     def before_fit(self, trainer: Any) -> None:
         """Called once by the trainer before step 1 of a fresh run (not on resume); default: nothing."""
 
+    def after_step(self, trainer: Any) -> None:
+        """Called by the trainer after each optimiser step (trainer.step already counts it); default: nothing."""
+
     def track_images(self) -> dict[str, torch.Tensor]:
         """Model-specific images ((C, H, W) in [0, 1]) the trainer logs at each validation step
         (e.g. the learned adjacency as a heat map); default: none."""

@@ -56,7 +56,8 @@ class ICMCommittee(LatentModel):
                  discriminator_channels: Sequence[Sequence[int]] = ((16, 16, 16), (32, 32), (64, 64)),
                  discriminator_hidden: int = 1024, discriminator_lr: float | None = None,
                  discriminator_fakes: str = "all", winner_forward: str = "full", init_iters: int = 500,
-                 init_mse: float = 0.002, hybrid_latents: int = 128):
+                 init_mse: float = 0.002, revive_every: int = 0, revive_below: float = 0.01,
+                 revive_until: int | None = None, revive_noise: float = 0.01, hybrid_latents: int = 128):
         if graph.kind != "experts":
             raise ValueError(f"ICMCommittee needs an experts graph (one node per expert); got kind {graph.kind!r}")
         if discriminator_fakes not in ("all", "winners"):
@@ -74,6 +75,11 @@ class ICMCommittee(LatentModel):
         self.winner_forward = winner_forward
         self.init_iters, self.init_mse = init_iters, init_mse
         self.init_log: list[dict[str, float]] = []  # the identity initialisation's iterations and MSE per expert
+        self.revive_every, self.revive_below = revive_every, revive_below
+        self.revive_until, self.revive_noise = revive_until, revive_noise
+        # images each expert won since the last revival check (a buffer: checkpointed, so resume is exact)
+        self.register_buffer("win_counts", torch.zeros(self.num_experts))
+        self.revived: list[tuple[int, int, int]] = []  # (step, revived expert, its source) of this process
         self._probe: tuple[torch.Tensor, torch.Tensor, tuple[str, ...]] | None = None
 
     # -- the committee ------------------------------------------------------------------------------------------
@@ -155,6 +161,8 @@ class ICMCommittee(LatentModel):
         # graph. "won" recomputes only those images, normalised with the statistics kept from the scoring pass
         # (same outputs, no gradient through the statistics, 1/N' of the backward cost)
         won = {j: torch.nonzero(winner == j).squeeze(1) for j in torch.unique(winner).tolist()}  # one host sync
+        if self.training and torch.is_grad_enabled():
+            self.win_counts += torch.bincount(winner, minlength=n).to(self.win_counts.dtype)
         if scored is None:
             picked = torch.cat([outs[j].index_select(0, rows) for j, rows in won.items()])
         else:
@@ -214,6 +222,46 @@ class ICMCommittee(LatentModel):
                 tracker.log_metric(f"init_mse_expert{j}", mse, step=0, context="init")
         self.train(was_training)
         return self.init_log
+
+    # -- experts added during training (004 sec 3, item 1) -----------------------------------------------------
+    def after_step(self, trainer: Any) -> None:
+        """With revive_every > 0, every revive_every steps (up to revive_until): the experts that won less than
+        revive_below of the training images since the last check are replaced by copies of the busiest experts,
+        one source per inactive expert in order of their shares (a busy expert may hold two mechanisms, 004 sec 4's
+        failure: "one expert specialized on two tasks, one expert did not specialize on any"). 004 sec 3 item 1:
+        "experts may be added or removed during or after training"; an expert that wins nothing is never
+        trained (Algorithm 1), so without this it cannot catch up. Off (0) by default: Algorithm 1 exactly."""
+        step = trainer.step
+        if not self.revive_every or step % self.revive_every or (self.revive_until is not None
+                                                                 and step > self.revive_until):
+            return
+        share = self.win_counts / self.win_counts.sum().clamp_min(1.0)
+        self.win_counts.zero_()
+        order = share.argsort(stable=True).tolist()  # least won first
+        dead = [j for j in order if share[j] < self.revive_below]
+        sources = [j for j in reversed(order) if share[j] >= self.revive_below]
+        for d, src in zip(dead, sources):
+            self.revive(d, src, trainer.optimizer)
+            self.revived.append((step, d, src))
+            if getattr(trainer, "rank", 0) == 0:
+                trainer.tracker.log_metric(f"revived_expert{d}", src, step=step, context="train")
+
+    @torch.no_grad()
+    def revive(self, dead: int, source: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Expert `dead` becomes a copy of expert `source` (weights and batch-norm statistics, and the source's
+        Adam moments in `optimizer`), each weight tensor perturbed by N(0, (revive_noise * its RMS)^2) so that
+        the two differ and the competition can split the source's images between them."""
+        dst, src = self.experts[dead], self.experts[source]
+        dst.load_state_dict(src.state_dict())
+        for p in dst.parameters():
+            p.add_(torch.randn_like(p) * (self.revive_noise * p.pow(2).mean().sqrt()))
+        if optimizer is not None:
+            for p_dst, p_src in zip(dst.parameters(), src.parameters()):
+                state = optimizer.state.get(p_src)
+                if state:
+                    optimizer.state[p_dst] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
+                else:
+                    optimizer.state.pop(p_dst, None)
 
     # -- interventions ------------------------------------------------------------------------------------------
     def _expert_index(self, k: Any, batch: int) -> torch.Tensor:

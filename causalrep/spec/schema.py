@@ -413,13 +413,29 @@ class ICMSpec(ModelSpec):
                                       "transformed batches (004 appendix B: 500; 0 skips it)")
     init_mse: float = field(0.002, help="an expert's initialisation stops once its batch MSE to the input is "
                                         "below this (004 appendix B: 0.002)")
+    revive_every: int = field(0, help="every this many steps, an expert that won under revive_below of the "
+                                      "images since the last check is replaced by a perturbed copy of the "
+                                      "busiest expert (experts added during training, 004 sec 3 item 1); "
+                                      "0: off, Algorithm 1 exactly")
+    revive_below: float = field(0.01, help="win share under which an expert counts as inactive (revive_every)")
+    revive_until: int | None = field(None, help="last step at which experts may be revived (null: the whole run)")
+    revive_noise: float = field(0.01, help="std of the Gaussian perturbation of a revived copy, relative to each "
+                                           "weight tensor's RMS (breaks the tie with its source)")
 
+    @revive_every.validator
     @expert_layers.validator
     @expert_channels.validator
     @discriminator_hidden.validator
     def _positive(self, attribute, value):
-        if value < 1:
-            raise ValueError(f"{attribute.name}: expected a positive int, got {value}")
+        if value < (0 if attribute.name == "revive_every" else 1):
+            raise ValueError(f"{attribute.name}: expected a {'non-negative' if attribute.name == 'revive_every' else 'positive'} "
+                             f"int, got {value}")
+
+    @revive_below.validator
+    @revive_noise.validator
+    def _share(self, attribute, value):
+        if not 0 <= value < 1:
+            raise ValueError(f"{attribute.name}: expected a number in [0, 1), got {value}")
 
     @init_iters.validator
     def _non_negative(self, attribute, value):

@@ -279,6 +279,7 @@ class Trainer:
             terms = {k: v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
             terms.update({f"aux_{k}": v.detach().float() for k, v in out.get("aux", {}).items()})
             self.step += 1
+            model.after_step(self)  # e.g. the ICM committee reviving inactive experts
             finite = torch.isfinite(out.loss.detach())
             first_bad = torch.where((first_bad < 0) & ~finite, self.step, first_bad)  # scalar: no per-step copy
             for k, v in terms.items():

@@ -212,3 +212,43 @@ def test_do_errors_name_what_is_allowed():
         model.decode(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="needs the canonical batch"):
         committee(3)(x)
+
+
+def test_revival_copies_the_busiest_experts_into_the_inactive_ones():
+    torch.manual_seed(0)
+    model = committee(4, revive_every=5, revive_below=0.05, revive_noise=0.01)
+    opt = torch.optim.Adam([p for e in model.experts for p in e.parameters()])
+    x = torch.rand(6, 1, 16, 16)
+    sum(e(x).mean() for e in model.experts).backward()
+    opt.step()  # every expert has Adam moments
+    model.win_counts.copy_(torch.tensor([0.0, 30.0, 2.0, 1.0]))  # shares 0, 0.909, 0.061, 0.030
+
+    class Trainer:
+        step, optimizer, rank = 4, opt, 0
+        tracker = type("T", (), {"log_metric": lambda *a, **k: None})()
+
+    trainer = Trainer()
+    model.after_step(trainer)  # step 4: not a check
+    assert model.win_counts.sum() == 33 and not model.revived
+    before = {j: {k: v.clone() for k, v in model.experts[j].state_dict().items()} for j in range(4)}
+    trainer.step = 5
+    model.after_step(trainer)
+    # inactive (share < 0.05): expert 0 then 3, least won first; sources: the busiest first, 1 then 2
+    assert model.revived == [(5, 0, 1), (5, 3, 2)]
+    assert model.win_counts.sum() == 0
+    for dead, src in ((0, 1), (3, 2)):
+        new = model.experts[dead].state_dict()
+        for k, v in before[src].items():
+            if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                assert torch.equal(new[k], v), k  # statistics copied as they are
+            else:  # weights: the source's, perturbed by 1 % of their RMS
+                rms = float(v.float().pow(2).mean().sqrt())
+                assert 0 < float((new[k] - v).abs().max()) <= 6 * 0.01 * rms, k
+        for p_dst, p_src in zip(model.experts[dead].parameters(), model.experts[src].parameters()):
+            assert torch.equal(opt.state[p_dst]["exp_avg"], opt.state[p_src]["exp_avg"])
+            assert opt.state[p_dst]["exp_avg"] is not opt.state[p_src]["exp_avg"]
+    for j in (1, 2):  # the sources are untouched
+        assert all(torch.equal(a, b) for a, b in zip(before[j].values(), model.experts[j].state_dict().values()))
+    # the counts come from training steps: B images per step, each counted for its winner
+    model(torch.rand(4, 1, 16, 16), canonical=torch.rand(4, 1, 16, 16))
+    assert model.win_counts.sum() == 4
