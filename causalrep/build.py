@@ -284,6 +284,15 @@ def _build_asae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
 from .spec.schema import CausalVAESpec, LearnedGraphSpec  # noqa: E402
 
 
+def _graph_of_kind(spec: Spec, cls: type, model: str, need: str):
+    """spec.graph if it is a `cls` graph spec; otherwise a SpecError at graph.kind saying what the model needs."""
+    g = spec.graph
+    if not isinstance(g, cls):
+        raise SpecError("graph.kind", f"model {model!r} {need}; got "
+                                 f"{'no graph' if g is None else 'kind ' + repr(getattr(g, 'KIND', None))}")
+    return g
+
+
 @BUILDERS.register("causalvae")
 def _build_causalvae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
     """CausalVAE: the learned graph's nodes supervised by the dataset's labels (003)."""
@@ -293,10 +302,7 @@ def _build_causalvae(spec: Spec, graph: LatentGraph, channels: int) -> LatentMod
     from .nn.causal import AugmentedLagrangian
 
     m: CausalVAESpec = spec.model
-    g = spec.graph
-    if not isinstance(g, LearnedGraphSpec):
-        raise SpecError("graph.kind", f"model 'causalvae' learns its graph: needs graph kind 'learned'; got "
-                                      f"{getattr(g, 'KIND', None)!r}")
+    g = _graph_of_kind(spec, LearnedGraphSpec, "causalvae", "learns its graph: needs graph kind 'learned'")
     if not isinstance(m.decoder, ConvDecoderSpec):
         raise SpecError("model.decoder.kind", f"model 'causalvae' needs decoder kind 'conv'; got {m.decoder.KIND!r}")
     dataset = build_dataset(spec)
@@ -339,10 +345,8 @@ DECODING_METRICS = ("reconstruction", "fid")
 def _build_icm(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
     """N' experts (graph kind experts) and a discriminator, trained by competition (004 Algorithm 1)."""
     m: ICMSpec = spec.model
-    g = spec.graph
-    if not isinstance(g, ExpertsGraphSpec):
-        raise SpecError("graph", f"model 'icm' needs `graph: {{kind: experts, experts: N}}` (one node per expert); "
-                                 f"got {'no graph' if g is None else 'kind ' + repr(g.KIND)}")
+    g = _graph_of_kind(spec, ExpertsGraphSpec, "icm",
+                       "needs `graph: {kind: experts, experts: N}` (one node per expert)")
     if g.assignment != "wta":
         raise SpecError("graph.assignment", f"model 'icm' assigns each image to its highest-scoring expert "
                                             f"(004 Algorithm 1): needs 'wta', got {g.assignment!r}")
