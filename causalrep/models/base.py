@@ -96,6 +96,11 @@ class LatentModel(nn.Module):
     def after_step(self, trainer: Any) -> None:
         """Called by the trainer after each optimiser step (trainer.step already counts it); default: nothing."""
 
+    def track_metrics(self) -> dict[str, float]:
+        """Model-specific scalars the trainer logs (context "val") at each validation step, before
+        track_images() (e.g. the ICM committee's win statistics on validation images); default: none."""
+        return {}
+
     def track_images(self) -> dict[str, torch.Tensor]:
         """Model-specific images ((C, H, W) in [0, 1]) the trainer logs at each validation step
         (e.g. the learned adjacency as a heat map); default: none."""

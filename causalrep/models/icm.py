@@ -81,6 +81,7 @@ class ICMCommittee(LatentModel):
         self.register_buffer("win_counts", torch.zeros(self.num_experts))
         self.revived: list[tuple[int, int, int]] = []  # (step, revived expert, its source) of this process
         self._probe: tuple[torch.Tensor, torch.Tensor, tuple[str, ...]] | None = None
+        self._probe_matrix: torch.Tensor | None = None  # track_metrics' matrix, drawn by track_images
 
     # -- the committee ------------------------------------------------------------------------------------------
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -332,17 +333,42 @@ class ICMCommittee(LatentModel):
         counts = counts.view(num_mechanisms, self.num_experts)
         return counts / counts.sum(1, keepdim=True).clamp_min(1)
 
+    def _probe_win_proportion(self) -> torch.Tensor:
+        """The (M, N') win matrix of the probe images, in eval mode (batch-norm running statistics)."""
+        x, mech, names = self._probe
+        was_training = self.training
+        self.eval()
+        try:
+            return self.win_proportion(x, mech, len(names))
+        finally:
+            self.train(was_training)
+
+    def track_metrics(self) -> dict[str, float]:
+        """The probe's win statistics at each validation step (context "val"): min_winner_share, distinct_winners
+        and spare_share (causalrep.metrics.icm.win_statistics), the specialisation over training as numbers. The
+        matrix is kept for the track_images() call that follows at the same step."""
+        if self._probe is None:
+            return {}
+        from ..metrics.icm import win_statistics  # the metrics package imports the models package
+
+        self._probe_matrix = self._probe_win_proportion()
+        stats = win_statistics(self._probe_matrix.cpu().numpy())
+        return {k: float(stats[k]) for k in ("min_winner_share", "distinct_winners", "spare_share")}
+
     def track_images(self) -> dict[str, torch.Tensor]:
-        """The win matrix on the probe images (eval mode) and their winners' outputs, at each validation step."""
+        """The win matrix on the probe images (eval mode) and their winners' outputs, at each validation step
+        (the matrix of the track_metrics() call just before, if any)."""
         if self._probe is None:
             return {}
         from ..report import matrix_heatmap  # report imports the models package: imported when drawing
 
         x, mech, names = self._probe
+        p, self._probe_matrix = self._probe_matrix, None
+        if p is None:
+            p = self._probe_win_proportion()
         was_training = self.training
         self.eval()
         try:
-            p = self.win_proportion(x, mech, len(names))
             grid = self.committee_grid(x[:16])
         finally:
             self.train(was_training)

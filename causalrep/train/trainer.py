@@ -302,6 +302,8 @@ class Trainer:
                 sums, count = {}, 0
             if due_val and main:
                 self.tracker.log_metric("recon_error", self.validate(), step=self.step, context="val")
+                for name, value in self.model.track_metrics().items():
+                    self.tracker.log_metric(name, value, step=self.step, context="val")
                 for name, image in self.model.track_images().items():
                     self.tracker.log_image(name, image, step=self.step, context="train")
             if due_ckpt:

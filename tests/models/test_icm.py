@@ -252,3 +252,25 @@ def test_revival_copies_the_busiest_experts_into_the_inactive_ones():
     # the counts come from training steps: B images per step, each counted for its winner
     model(torch.rand(4, 1, 16, 16), canonical=torch.rand(4, 1, 16, 16))
     assert model.win_counts.sum() == 4
+
+
+def test_track_metrics_summarise_the_probe_win_matrix_and_track_images_reuse_it():
+    model = committee(3)
+    x = torch.rand(6, 1, 16, 16)
+    model._probe = (x, torch.tensor([0, 0, 0, 1, 1, 1]), ("up", "down"))
+    calls = []
+
+    def winners(batch):  # hand-made: "up" -> experts 0, 0, 1; "down" -> 2, 2, 2
+        calls.append(len(batch))
+        return torch.tensor([0, 0, 1, 2, 2, 2])
+
+    model.winners = winners
+    stats = model.track_metrics()
+    # matrix [[2/3, 1/3, 0], [0, 0, 1]]: top shares 2/3 and 1; experts 0 and 2 top a mechanism, expert 1 is
+    # spare and wins 1/3 of "up" and none of "down": (1/3 + 0) / 2
+    assert stats == pytest.approx({"min_winner_share": 2 / 3, "distinct_winners": 2.0, "spare_share": 1 / 6})
+    images = model.track_images()
+    assert calls == [6]  # the heat map draws the matrix of track_metrics, not a second competition
+    assert set(images) == {"win_matrix", "committee"} and model.training
+    model.track_images()
+    assert calls == [6, 6]  # alone, track_images computes its own

@@ -147,3 +147,20 @@ def test_fit_start_hooks_fire_on_fresh_and_resumed_runs(tmp_path, monkeypatch):
     resumed = Experiment.resume(exp.run_dir, ["train.steps=3"], progress=False)
     resumed.run()
     assert calls == [("start", 0), ("before", 0), ("start", 2)]
+
+
+def test_model_track_metrics_are_logged_at_each_validation_step(tmp_path, monkeypatch):
+    # e.g. the ICM committee's win statistics over training: scalars in context "val" at the validation steps
+    spec = tiny_spec("ae", overrides=["train.steps=4", "train.val_every=2", "train.checkpoint_every=4"])
+    exp = Experiment(spec, out=tmp_path, progress=False)
+    seen = []
+
+    def track_metrics(self):
+        seen.append(len(seen))
+        return {"probe_score": 0.25 * len(seen)}
+
+    monkeypatch.setattr(type(exp.model), "track_metrics", track_metrics, raising=True)
+    exp.run()
+    rows = [(r["step"], r["value"]) for r in read_jsonl(exp.run_dir / "metrics.jsonl")
+            if r["name"] == "probe_score" and r["context"] == "val"]
+    assert rows == [(2, 0.25), (4, 0.5)]
