@@ -363,7 +363,8 @@ def _build_icm(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
                              expert_layers=m.expert_layers, expert_channels=m.expert_channels,
                              discriminator_channels=m.discriminator_channels,
                              discriminator_hidden=m.discriminator_hidden, discriminator_lr=m.discriminator_lr,
-                             discriminator_fakes=m.discriminator_fakes, winner_forward=m.winner_forward,
+                             discriminator_r1=m.discriminator_r1, discriminator_fakes=m.discriminator_fakes,
+                             winner_forward=m.winner_forward,
                              init_iters=m.init_iters, init_mse=m.init_mse, revive_every=m.revive_every,
                              revive_below=m.revive_below, revive_until=m.revive_until, revive_noise=m.revive_noise,
                              hybrid_latents=spec.evaluate.hybrid_latents)

@@ -54,7 +54,7 @@ class ICMCommittee(LatentModel):
     def __init__(self, *, graph: LatentGraph, in_channels: int = 1, resolution: int = 32, expert_layers: int = 7,
                  expert_channels: int = 32,
                  discriminator_channels: Sequence[Sequence[int]] = ((16, 16, 16), (32, 32), (64, 64)),
-                 discriminator_hidden: int = 1024, discriminator_lr: float | None = None,
+                 discriminator_hidden: int = 1024, discriminator_lr: float | None = None, discriminator_r1: float = 0.0,
                  discriminator_fakes: str = "all", winner_forward: str = "full", init_iters: int = 500,
                  init_mse: float = 0.002, revive_every: int = 0, revive_below: float = 0.01,
                  revive_until: int | None = None, revive_noise: float = 0.01, hybrid_latents: int = 128):
@@ -69,6 +69,9 @@ class ICMCommittee(LatentModel):
         self.discriminator = Discriminator(in_channels=in_channels, resolution=resolution,
                                            stages=discriminator_channels, hidden=discriminator_hidden)
         self.discriminator_lr = discriminator_lr
+        if discriminator_r1 < 0:
+            raise ValueError(f"discriminator_r1: expected a non-negative weight, got {discriminator_r1}")
+        self.discriminator_r1 = float(discriminator_r1)
         self.discriminator_fakes = discriminator_fakes
         if winner_forward not in ("full", "won"):
             raise ValueError(f"winner_forward: expected 'full' or 'won', got {winner_forward!r}")
@@ -82,6 +85,7 @@ class ICMCommittee(LatentModel):
         self.revived: list[tuple[int, int, int]] = []  # (step, revived expert, its source) of this process
         self._probe: tuple[torch.Tensor, torch.Tensor, tuple[str, ...]] | None = None
         self._probe_matrix: torch.Tensor | None = None  # track_metrics' matrix, drawn by track_images
+        self._probe_last: torch.Tensor | None = None  # the probe's winners at the last validation step
 
     # -- the committee ------------------------------------------------------------------------------------------
     def expert_outputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,8 +176,16 @@ class ICMCommittee(LatentModel):
         g_logits = self.discriminator(picked).float()
         generator = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits), reduction="sum") / b
         # line 5: D on canonical x (label 1) against the experts' outputs (label 0), inputs detached
+        penalise = self.discriminator_r1 > 0 and torch.is_grad_enabled()
+        if penalise:
+            canonical = canonical.detach().requires_grad_(True)
         real_logits = self.discriminator(canonical).float()
         real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+        terms = {}
+        if penalise:
+            r1 = self.r1_penalty(canonical, real_logits)
+            real = real + 0.5 * self.discriminator_r1 * r1
+            terms["r1"] = r1.detach()
         if every:  # mean over N' x B = 1/N' sum_j E_b[-log(1 - c_j)]
             against = fake_logits
         else:  # the winners' outputs only, through D again (B images) now that they are known
@@ -183,7 +195,15 @@ class ICMCommittee(LatentModel):
                            score_winner=torch.sigmoid(fake_logits.detach().max(0).values).mean(),
                            score_real=torch.sigmoid(real_logits.detach()).mean(),
                            distinct_winners=torch.tensor(float(len(won)), device=x.device),
-                           winner=winner, aux={"discriminator": real + fake})
+                           winner=winner, aux={"discriminator": real + fake}, **terms)
+
+    @staticmethod
+    def r1_penalty(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """R1 = E_x ||grad_x D(x)||^2 over the canonical batch (Mescheder et al. 2018, eq. 9: the penalty on real
+        data only, gamma/2 R1 added to D's loss), D being the logit. x must require grad and logits = D(x); the
+        gradient is kept in the graph (create_graph) so that the penalty trains D. -> scalar."""
+        (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
+        return grad.float().pow(2).flatten(1).sum(1).mean()
 
     def on_fit_start(self, trainer: Any) -> None:
         """A probe of validation images for the win matrix drawn over training (track_images), also on resume."""
@@ -191,8 +211,9 @@ class ICMCommittee(LatentModel):
 
     def before_fit(self, trainer: Any) -> None:
         """The approximate-identity initialisation (004 sec 4, appendix B) on the trainer's transformed batches
-        (a fresh run only: a resumed run continues from its checkpointed experts)."""
-        self.identity_init(trainer.next_batch, tracker=trainer.tracker, progress=trainer.progress)
+        (a fresh run only: a resumed run continues from its checkpointed experts), in the trainer's precision."""
+        with trainer.autocast():
+            self.identity_init(trainer.next_batch, tracker=trainer.tracker, progress=trainer.progress)
 
     def identity_init(self, next_batch, *, tracker=None, progress: bool = True) -> list[dict[str, float]]:
         """Train each expert alone to reproduce its input, on batches from next_batch() (transformed data), for at
@@ -313,7 +334,7 @@ class ICMCommittee(LatentModel):
     def _set_probe(self, dataset, index, device) -> None:
         """Keep up to PROBE_IMAGES validation images and their mechanism labels (factor `mechanism`) for the win
         matrix over training; labels are never used for training. No mechanism factor: no probe."""
-        self._probe = None
+        self._probe, self._probe_last = None, None
         if "mechanism" not in getattr(dataset, "factor_names", ()) or not len(index):
             return
         index = index[:PROBE_IMAGES]
@@ -323,37 +344,50 @@ class ICMCommittee(LatentModel):
 
     @torch.no_grad()
     def win_proportion(self, x: torch.Tensor, mechanism: torch.Tensor, num_mechanisms: int,
-                       batch_size: int = 256) -> torch.Tensor:
-        """(M, N') share of each mechanism's images that each expert wins (004 Fig. 5); rows with no image are 0."""
-        counts = torch.zeros(num_mechanisms * self.num_experts, device=x.device)
-        for s in range(0, len(x), batch_size):
-            w = self.winners(x[s:s + batch_size])
-            counts += torch.bincount(mechanism[s:s + batch_size].to(x.device) * self.num_experts + w,
-                                     minlength=len(counts)).float()
+                       batch_size: int = 256, winners: torch.Tensor | None = None) -> torch.Tensor:
+        """(M, N') share of each mechanism's images that each expert wins (004 Fig. 5); rows with no image are 0.
+        winners: the (B,) winners of x if already known (else computed in batches of batch_size)."""
+        if winners is None:
+            winners = torch.cat([self.winners(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+        counts = torch.bincount(mechanism.to(winners.device) * self.num_experts + winners,
+                                minlength=num_mechanisms * self.num_experts).float()
         counts = counts.view(num_mechanisms, self.num_experts)
         return counts / counts.sum(1, keepdim=True).clamp_min(1)
 
-    def _probe_win_proportion(self) -> torch.Tensor:
-        """The (M, N') win matrix of the probe images, in eval mode (batch-norm running statistics)."""
-        x, mech, names = self._probe
+    def _probe_winners(self, batch_size: int = 256) -> torch.Tensor:
+        """The (P,) winners of the probe images, in eval mode (batch-norm running statistics)."""
+        x = self._probe[0]
         was_training = self.training
         self.eval()
         try:
-            return self.win_proportion(x, mech, len(names))
+            return torch.cat([self.winners(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
         finally:
             self.train(was_training)
 
+    def _probe_win_proportion(self, winners: torch.Tensor | None = None) -> torch.Tensor:
+        """The (M, N') win matrix of the probe images (eval mode)."""
+        x, mech, names = self._probe
+        return self.win_proportion(x, mech, len(names), winners=self._probe_winners() if winners is None else winners)
+
     def track_metrics(self) -> dict[str, float]:
         """The probe's win statistics at each validation step (context "val"): min_winner_share, distinct_winners
-        and spare_share (causalrep.metrics.icm.win_statistics), the specialisation over training as numbers. The
-        matrix is kept for the track_images() call that follows at the same step."""
+        and spare_share (causalrep.metrics.icm.win_statistics), the specialisation over training as numbers, and
+        the label-free assignment_stability: the share of probe images won by the same expert as at the last
+        validation step (004 sec 3 item 2b's convergence criterion, "each expert consistently wins the same data
+        points"; absent at a run's or a resume's first check). The matrix is kept for the track_images() call
+        that follows at the same step."""
         if self._probe is None:
             return {}
         from ..metrics.icm import win_statistics  # the metrics package imports the models package
 
-        self._probe_matrix = self._probe_win_proportion()
+        winners = self._probe_winners()
+        self._probe_matrix = self._probe_win_proportion(winners)
         stats = win_statistics(self._probe_matrix.cpu().numpy())
-        return {k: float(stats[k]) for k in ("min_winner_share", "distinct_winners", "spare_share")}
+        out = {k: float(stats[k]) for k in ("min_winner_share", "distinct_winners", "spare_share")}
+        if self._probe_last is not None:
+            out["assignment_stability"] = float((winners == self._probe_last).float().mean())
+        self._probe_last = winners
+        return out
 
     def track_images(self) -> dict[str, torch.Tensor]:
         """The win matrix on the probe images (eval mode) and their winners' outputs, at each validation step

@@ -402,6 +402,9 @@ class ICMSpec(ModelSpec):
                                                  "(004 Table 1)")
     discriminator_lr: float | None = field(None, help="Adam learning rate of the discriminator; null: train.lr "
                                                       "(004: Adam with default hyper-parameters for both)")
+    discriminator_r1: float = field(0.0, help="weight gamma of the R1 penalty gamma/2 E||grad_x D(x)||^2 on "
+                                              "canonical digits (Mescheder et al. 2018), against a discriminator "
+                                              "fitting a small canonical set; 0: off (004 has none)")
     discriminator_fakes: str = field("all", help="fakes the discriminator trains on: every expert's output, "
                                                  "weighted 1/N' (004 Algorithm 1 line 5 and eq. 3) or only the "
                                                  "winners'", choices=("all", "winners"))
@@ -438,9 +441,10 @@ class ICMSpec(ModelSpec):
             raise ValueError(f"{attribute.name}: expected a number in [0, 1), got {value}")
 
     @init_iters.validator
+    @discriminator_r1.validator
     def _non_negative(self, attribute, value):
         if value < 0:
-            raise ValueError(f"init_iters: expected a non-negative int, got {value}")
+            raise ValueError(f"{attribute.name}: expected a non-negative number, got {value}")
 
 
 # ---------------------------------------------------------------- train / evaluate / track

@@ -274,3 +274,52 @@ def test_track_metrics_summarise_the_probe_win_matrix_and_track_images_reuse_it(
     assert set(images) == {"win_matrix", "committee"} and model.training
     model.track_images()
     assert calls == [6, 6]  # alone, track_images computes its own
+
+
+class LinearD(nn.Module):
+    """D(x) = <w, x> + b: grad_x D = w for every image, so R1 = ||w||^2 exactly."""
+
+    def __init__(self, side: int = 16):
+        super().__init__()
+        self.lin = nn.Linear(side * side, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.flatten(1)).squeeze(1)
+
+
+def test_r1_penalty_is_the_squared_input_gradient_of_a_linear_discriminator():
+    torch.manual_seed(0)
+    gamma = 2.5
+    model, plain = committee(3, discriminator_r1=gamma), committee(3)
+    plain.load_state_dict(model.state_dict())
+    model.discriminator, plain.discriminator = LinearD(), LinearD()
+    plain.discriminator.load_state_dict(model.discriminator.state_dict())
+    w = model.discriminator.lin.weight
+    x, canonical = torch.rand(5, 1, 16, 16), torch.rand(5, 1, 16, 16)
+    out, ref = model(x, canonical=canonical), plain(x, canonical=canonical)
+    norm2 = float(w.detach().pow(2).sum())
+    assert float(out.r1) == pytest.approx(norm2, rel=1e-5)
+    # D's loss gains gamma/2 ||w||^2 (Mescheder et al. 2018 eq. 9) and nothing else changes
+    assert float((out.aux["discriminator"] - ref.aux["discriminator"]).detach()) == pytest.approx(gamma / 2 * norm2, rel=1e-4)
+    assert float(out.loss.detach()) == pytest.approx(float(ref.loss.detach()), rel=1e-6)
+    # its gradient on w is gamma * w: the penalty trains D (create_graph) and reaches no expert
+    g_pen, = torch.autograd.grad(out.aux["discriminator"], w, retain_graph=True)
+    g_ref, = torch.autograd.grad(ref.aux["discriminator"], plain.discriminator.lin.weight)
+    assert torch.allclose(g_pen - g_ref, gamma * w.detach(), atol=1e-5)
+    experts = [p for e in model.experts for p in e.parameters()]
+    assert all(g is None for g in torch.autograd.grad(out.aux["discriminator"], experts, allow_unused=True))
+    assert "r1" not in ref and plain.discriminator_r1 == 0.0
+    with pytest.raises(ValueError, match="discriminator_r1"):
+        committee(3, discriminator_r1=-1.0)
+
+
+def test_assignment_stability_is_the_share_of_probe_images_keeping_their_winner():
+    model = committee(3)
+    model._probe = (torch.rand(6, 1, 16, 16), torch.tensor([0, 0, 0, 1, 1, 1]), ("up", "down"))
+    rounds = iter([torch.tensor([0, 0, 1, 2, 2, 2]), torch.tensor([0, 1, 1, 2, 2, 0]),
+                   torch.tensor([0, 1, 1, 2, 2, 0])])
+    model.winners = lambda batch: next(rounds)
+    first = model.track_metrics()
+    assert "assignment_stability" not in first  # nothing to compare with at the first check
+    assert model.track_metrics()["assignment_stability"] == pytest.approx(4 / 6)  # images 1 and 5 moved
+    assert model.track_metrics()["assignment_stability"] == 1.0
