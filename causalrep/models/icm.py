@@ -1,6 +1,7 @@
 """The ICM committee (Parascandolo et al. 2018; 004 sec 3-4, Algorithm 1): competing experts, one discriminator."""
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -212,13 +213,16 @@ class ICMCommittee(LatentModel):
     def before_fit(self, trainer: Any) -> None:
         """The approximate-identity initialisation (004 sec 4, appendix B) on the trainer's transformed batches
         (a fresh run only: a resumed run continues from its checkpointed experts), in the trainer's precision."""
-        with trainer.autocast():
-            self.identity_init(trainer.next_batch, tracker=trainer.tracker, progress=trainer.progress)
+        self.identity_init(trainer.next_batch, tracker=trainer.tracker, progress=trainer.progress,
+                           autocast=trainer.autocast)
 
-    def identity_init(self, next_batch, *, tracker=None, progress: bool = True) -> list[dict[str, float]]:
+    def identity_init(self, next_batch, *, tracker=None, progress: bool = True,
+                      autocast=contextlib.nullcontext) -> list[dict[str, float]]:
         """Train each expert alone to reproduce its input, on batches from next_batch() (transformed data), for at
         most init_iters steps or until the batch MSE falls below init_mse (004 appendix B: 500 and 0.002), with
-        its own Adam at default settings (004 sec 4). Returns and logs {expert, iterations, mse} per expert."""
+        its own Adam at default settings (004 sec 4). autocast: a context factory for the expert's forward (the
+        trainer's precision; the batches are drawn outside it). Returns and logs {expert, iterations, mse} per
+        expert."""
         self.init_log = []
         if self.init_iters == 0:
             return self.init_log
@@ -230,7 +234,9 @@ class ICMCommittee(LatentModel):
             mse = float("nan")
             for it in range(1, self.init_iters + 1):
                 x = next_batch()
-                loss = F.mse_loss(expert(x).float(), x.float())
+                with autocast():
+                    y = expert(x)
+                loss = F.mse_loss(y.float(), x.float())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
