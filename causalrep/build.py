@@ -367,4 +367,5 @@ def _build_icm(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
                              winner_forward=m.winner_forward,
                              init_iters=m.init_iters, init_mse=m.init_mse, revive_every=m.revive_every,
                              revive_below=m.revive_below, revive_until=m.revive_until, revive_noise=m.revive_noise,
+                             stop_stability=m.stop_stability, stop_checks=m.stop_checks,
                              hybrid_latents=spec.evaluate.hybrid_latents)

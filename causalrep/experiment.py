@@ -101,7 +101,9 @@ class Experiment:
             if self.model.reconstructs:  # hybrid latents need a decoder (not the ICM committee's scores)
                 trainer.store_hybrid_latents(spec.seed)
             trainer.checkpoint()  # the final checkpoint carries the stored hybrid latents
-            metrics = self.evaluate(trainer.device)
+            metrics = self.evaluate(trainer.device, step=trainer.step)
+            if trainer.stopped:
+                metrics["stopped"] = trainer.stopped
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and k != "step":
                     tracker.log_metric(k, v, step=trainer.step, context="eval")
@@ -113,8 +115,8 @@ class Experiment:
         finally:
             tracker.close()
 
-    def evaluate(self, device: torch.device) -> dict[str, Any]:
-        metrics: dict[str, Any] = {"step": self.spec.train.steps}
+    def evaluate(self, device: torch.device, step: int | None = None) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"step": self.spec.train.steps if step is None else step}
         for name in self.spec.evaluate.metrics:
             metrics.update(METRICS.get(name)(model=self.model, dataset=self.dataset, split=self.split,
                                              n=self.spec.evaluate.val_samples, loss=self.spec.train.loss,

@@ -96,6 +96,11 @@ class LatentModel(nn.Module):
     def after_step(self, trainer: Any) -> None:
         """Called by the trainer after each optimiser step (trainer.step already counts it); default: nothing."""
 
+    def should_stop(self, trainer: Any) -> str | None:
+        """Called by the trainer after each validation step (after track_metrics): a reason (str) stops training
+        there, with a checkpoint; default: None (train all train.steps)."""
+        return None
+
     def track_metrics(self) -> dict[str, float]:
         """Model-specific scalars the trainer logs (context "val") at each validation step, before
         track_images() (e.g. the ICM committee's win statistics on validation images); default: none."""

@@ -58,7 +58,8 @@ class ICMCommittee(LatentModel):
                  discriminator_hidden: int = 1024, discriminator_lr: float | None = None, discriminator_r1: float = 0.0,
                  discriminator_fakes: str = "all", winner_forward: str = "full", init_iters: int = 500,
                  init_mse: float = 0.002, revive_every: int = 0, revive_below: float = 0.01,
-                 revive_until: int | None = None, revive_noise: float = 0.01, hybrid_latents: int = 128):
+                 revive_until: int | None = None, revive_noise: float = 0.01, stop_stability: float | None = None,
+                 stop_checks: int = 3, hybrid_latents: int = 128):
         if graph.kind != "experts":
             raise ValueError(f"ICMCommittee needs an experts graph (one node per expert); got kind {graph.kind!r}")
         if discriminator_fakes not in ("all", "winners"):
@@ -83,6 +84,13 @@ class ICMCommittee(LatentModel):
         self.revive_until, self.revive_noise = revive_until, revive_noise
         # images each expert won since the last revival check (a buffer: checkpointed, so resume is exact)
         self.register_buffer("win_counts", torch.zeros(self.num_experts))
+        if stop_stability is not None and not 0 < stop_stability <= 1:
+            raise ValueError(f"stop_stability: expected a share in (0, 1] or None, got {stop_stability}")
+        if stop_checks < 1:
+            raise ValueError(f"stop_checks: expected a positive int, got {stop_checks}")
+        self.stop_stability, self.stop_checks = stop_stability, stop_checks
+        self._stable_checks = 0  # consecutive validation steps (after the last revival) at >= stop_stability
+        self._stability: float | None = None  # the probe's assignment_stability at the last validation step
         self.revived: list[tuple[int, int, int]] = []  # (step, revived expert, its source) of this process
         self._probe: tuple[torch.Tensor, torch.Tensor, tuple[str, ...]] | None = None
         self._probe_matrix: torch.Tensor | None = None  # track_metrics' matrix, drawn by track_images
@@ -390,10 +398,30 @@ class ICMCommittee(LatentModel):
         self._probe_matrix = self._probe_win_proportion(winners)
         stats = win_statistics(self._probe_matrix.cpu().numpy())
         out = {k: float(stats[k]) for k in ("min_winner_share", "distinct_winners", "spare_share")}
+        self._stability = None
         if self._probe_last is not None:
-            out["assignment_stability"] = float((winners == self._probe_last).float().mean())
+            self._stability = out["assignment_stability"] = float((winners == self._probe_last).float().mean())
         self._probe_last = winners
         return out
+
+    def should_stop(self, trainer: Any) -> str | None:
+        """004 sec 3 item 2b's convergence criterion ("stop if each example is assigned to the same experts for a
+        pre-defined number of iterations"), label-free on the probe: with stop_stability set, training stops once
+        assignment_stability >= stop_stability at stop_checks validation steps in a row, counting only steps
+        after revive_until when revival is on (a revival moves assignments on purpose). The count restarts on
+        resume."""
+        if self.stop_stability is None:
+            return None
+        reviving = self.revive_every and (self.revive_until is None or trainer.step <= self.revive_until)
+        if reviving or self._stability is None or self._stability < self.stop_stability:
+            self._stable_checks = 0
+            return None
+        self._stable_checks += 1
+        if self._stable_checks < self.stop_checks:
+            return None
+        every = getattr(trainer, "val_every", "?")
+        return (f"converged: assignment_stability >= {self.stop_stability:g} at {self.stop_checks} validation "
+                f"steps in a row ({every} steps apart; 004 sec 3 item 2b)")
 
     def track_images(self) -> dict[str, torch.Tensor]:
         """The win matrix on the probe images (eval mode) and their winners' outputs, at each validation step

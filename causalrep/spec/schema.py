@@ -424,8 +424,15 @@ class ICMSpec(ModelSpec):
     revive_until: int | None = field(None, help="last step at which experts may be revived (null: the whole run)")
     revive_noise: float = field(0.01, help="std of the Gaussian perturbation of a revived copy, relative to each "
                                            "weight tensor's RMS (breaks the tie with its source)")
+    stop_stability: float | None = field(None, help="stop training once the probe's assignment_stability (share "
+                                                    "of validation digits keeping their winner between validation "
+                                                    "steps) is at least this at stop_checks validation steps in a "
+                                                    "row after revive_until (004 sec 3 item 2b); null: train all "
+                                                    "train.steps")
+    stop_checks: int = field(3, help="consecutive validation steps at stop_stability that stop training")
 
     @revive_every.validator
+    @stop_checks.validator
     @expert_layers.validator
     @expert_channels.validator
     @discriminator_hidden.validator
@@ -439,6 +446,11 @@ class ICMSpec(ModelSpec):
     def _share(self, attribute, value):
         if not 0 <= value < 1:
             raise ValueError(f"{attribute.name}: expected a number in [0, 1), got {value}")
+
+    @stop_stability.validator
+    def _stop_share(self, attribute, value):
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(f"stop_stability: expected a share in (0, 1] or null, got {value}")
 
     @init_iters.validator
     @discriminator_r1.validator

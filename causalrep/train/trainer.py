@@ -262,6 +262,7 @@ class Trainer:
         """Run from self.step to self.steps; returns the last logged training terms."""
         model = self.model
         model.train()
+        self.stopped: str | None = None  # the model's reason when it stopped training early (should_stop)
         self._last_ckpt = self.step if self.ckpt_path.is_file() else None
         model.on_fit_start(self)  # fresh or resumed, e.g. the ICM win-matrix probe
         if self.step == 0:
@@ -306,10 +307,20 @@ class Trainer:
                     self.tracker.log_metric(name, value, step=self.step, context="val")
                 for name, image in self.model.track_images().items():
                     self.tracker.log_image(name, image, step=self.step, context="train")
-            if due_ckpt:
+            stop = model.should_stop(self) if due_val and main else None
+            if due_val and self.world > 1:  # rank 0 decides; every rank stops with it
+                stop = "stopped by rank 0" if int(distributed.all_reduce_(
+                    torch.tensor(float(stop is not None), device=self.device), "max")) else None
+            if due_ckpt or stop:
                 self.checkpoint()
                 self._last_ckpt = self.step
             bar.update(1)
+            if stop:
+                self.stopped = stop
+                if main:
+                    self.tracker.log_metric("stopped_at", self.step, step=self.step, context="train")
+                    tqdm.write(f"step {self.step}: {stop}; training stops here")
+                break
         bar.close()
         return last
 

@@ -323,3 +323,20 @@ def test_assignment_stability_is_the_share_of_probe_images_keeping_their_winner(
     assert "assignment_stability" not in first  # nothing to compare with at the first check
     assert model.track_metrics()["assignment_stability"] == pytest.approx(4 / 6)  # images 1 and 5 moved
     assert model.track_metrics()["assignment_stability"] == 1.0
+
+
+def test_convergence_criterion_counts_stable_checks_after_the_last_revival():
+    # 004 sec 3 item 2b: stop once assignments hold; here >= 0.95 at 3 validation steps in a row after step 100
+    from types import SimpleNamespace
+
+    model = committee(3, revive_every=50, revive_until=100, stop_stability=0.95, stop_checks=3)
+    verdicts = []
+    for step, stability in [(50, 1.0), (100, 1.0), (150, 0.97), (200, 0.94), (250, 0.96), (300, 0.99),
+                            (350, 0.95)]:
+        model._stability = stability
+        verdicts.append(model.should_stop(SimpleNamespace(step=step, val_every=50)))
+    # steps 50 and 100 still revive (not counted); 200 breaks the streak; 250, 300, 350 complete it
+    assert verdicts[:-1] == [None] * 6 and verdicts[-1].startswith("converged")
+    assert committee(3).should_stop(SimpleNamespace(step=10 ** 6)) is None  # off by default
+    with pytest.raises(ValueError, match="stop_stability"):
+        committee(3, stop_stability=1.5)

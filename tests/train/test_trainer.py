@@ -164,3 +164,22 @@ def test_model_track_metrics_are_logged_at_each_validation_step(tmp_path, monkey
     rows = [(r["step"], r["value"]) for r in read_jsonl(exp.run_dir / "metrics.jsonl")
             if r["name"] == "probe_score" and r["context"] == "val"]
     assert rows == [(2, 0.25), (4, 0.5)]
+
+
+def test_a_model_can_stop_training_at_a_validation_step_with_a_checkpoint(tmp_path, monkeypatch):
+    # e.g. the ICM committee's convergence criterion (004 sec 3 item 2b): asked after each validation step only
+    spec = tiny_spec("ae", overrides=["train.steps=10", "train.val_every=2", "train.checkpoint_every=100"])
+    exp = Experiment(spec, out=tmp_path, progress=False)
+    asked = []
+
+    def should_stop(self, trainer):
+        asked.append(trainer.step)
+        return "enough" if trainer.step == 6 else None
+
+    monkeypatch.setattr(type(exp.model), "should_stop", should_stop, raising=True)
+    metrics = exp.run()
+    assert asked == [2, 4, 6]
+    assert metrics["step"] == 6 and metrics["stopped"] == "enough"
+    assert load_checkpoint(exp.run_dir / "checkpoints" / "last.pt")["step"] == 6
+    rows = [(r["step"], r["value"]) for r in read_jsonl(exp.run_dir / "metrics.jsonl") if r["name"] == "stopped_at"]
+    assert rows == [(6, 6.0)]
