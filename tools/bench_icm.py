@@ -33,7 +33,7 @@ def step_times(spec, device: torch.device, precision: str, steps: int) -> list[f
     torch.manual_seed(spec.seed)
     model = build_model(spec, dataset=types.SimpleNamespace(channels=1, true_graph=None)).to(device)
     model = model.to(memory_format=torch.channels_last).train()
-    d_params = list(model.discriminator.parameters())
+    d_params = model.aux_parameter_groups()["discriminator"]  # the trainer's two groups
     d_ids = {id(p) for p in d_params}
     main = [p for p in model.parameters() if id(p) not in d_ids]
     opt, d_opt = torch.optim.Adam(main), torch.optim.Adam(d_params)

@@ -362,19 +362,22 @@ class ICMCommittee(LatentModel):
         """(M, N') share of each mechanism's images that each expert wins (004 Fig. 5); rows with no image are 0.
         winners: the (B,) winners of x if already known (else computed in batches of batch_size)."""
         if winners is None:
-            winners = torch.cat([self.winners(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+            winners = self.batched_winners(x, batch_size)
         counts = torch.bincount(mechanism.to(winners.device) * self.num_experts + winners,
                                 minlength=num_mechanisms * self.num_experts).float()
         counts = counts.view(num_mechanisms, self.num_experts)
         return counts / counts.sum(1, keepdim=True).clamp_min(1)
 
-    def _probe_winners(self, batch_size: int = 256) -> torch.Tensor:
+    def batched_winners(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """winners(x) in batches of batch_size: (N, C, H, W) -> (N,) int64."""
+        return torch.cat([self.winners(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+
+    def _probe_winners(self) -> torch.Tensor:
         """The (P,) winners of the probe images, in eval mode (batch-norm running statistics)."""
-        x = self._probe[0]
         was_training = self.training
         self.eval()
         try:
-            return torch.cat([self.winners(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+            return self.batched_winners(self._probe[0])
         finally:
             self.train(was_training)
 

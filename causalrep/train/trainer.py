@@ -308,9 +308,9 @@ class Trainer:
                 for name, image in self.model.track_images().items():
                     self.tracker.log_image(name, image, step=self.step, context="train")
             stop = model.should_stop(self) if due_val and main else None
-            if due_val and self.world > 1:  # rank 0 decides; every rank stops with it
-                stop = "stopped by rank 0" if int(distributed.all_reduce_(
-                    torch.tensor(float(stop is not None), device=self.device), "max")) else None
+            if due_val and self.world > 1:  # rank 0 decides (and keeps its reason); every rank stops with it
+                flag = distributed.all_reduce_(torch.tensor(float(stop is not None), device=self.device), "max")
+                stop = stop or ("stopped by rank 0" if int(flag) else None)
             if due_ckpt or stop:
                 self.checkpoint()
                 self._last_ckpt = self.step
