@@ -175,7 +175,7 @@ def train_split_size(spec: Spec) -> int:
 def _build_btcvae(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
     m: BTCVAESpec = spec.model
     n = m.dataset_size if m.dataset_size is not None else train_split_size(spec)  # N of Chen et al. sec 4.1
-    return MODELS.get("btcvae")(alpha=m.alpha, beta=m.beta, gamma=m.gamma, dataset_size=n,
+    return MODELS.get("btcvae")(alpha=m.alpha, beta=m.beta, gamma=m.gamma, dataset_size=n, estimator=m.estimator,
                                 **_common(spec, graph, channels), **_conv_decoder(m))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ class Experiment:
                               log_every=t.log_every, val_every=t.val_every,
                               val_samples=min(spec.evaluate.val_samples, 512), seed=spec.seed,
                               progress=self.progress, channels_last=t.channels_last, compile=t.compile,
-                              resident=spec.data.resident, trainable=t.trainable)
+                              resident=spec.data.resident, trainable=t.trainable, lr_schedule=t.lr_schedule,
+                              lr_warmup_steps=t.lr_warmup_steps)
             if self.resuming:
                 trainer.resume()  # on every rank
             trainer.fit()
@@ -118,10 +120,18 @@ class Experiment:
     def evaluate(self, device: torch.device, step: int | None = None) -> dict[str, Any]:
         metrics: dict[str, Any] = {"step": self.spec.train.steps if step is None else step}
         for name in self.spec.evaluate.metrics:
-            metrics.update(METRICS.get(name)(model=self.model, dataset=self.dataset, split=self.split,
-                                             n=self.spec.evaluate.val_samples, loss=self.spec.train.loss,
-                                             device=device))
+            fn = METRICS.get(name)
+            metrics.update(fn(model=self.model, dataset=self.dataset, split=self.split,
+                              n=self.spec.evaluate.val_samples, loss=self.spec.train.loss, device=device,
+                              **metric_options(fn, self.spec.evaluate)))
         return metrics
+
+
+def metric_options(fn, evaluate) -> dict[str, Any]:
+    """The evaluate.* settings a metric declares as keyword parameters (dci's evaluate.dci estimator)."""
+    params = inspect.signature(fn).parameters
+    return {f.name: getattr(evaluate, f.name) for f in attrs.fields(type(evaluate))
+            if f.name in params and f.name not in ("n", "loss", "device")}
 
 
 @attrs.frozen

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import GroundTruthDataset, Split
 from ..models.base import LatentModel
-from .disentanglement import dci, irs, mig, modularity_explicitness, sap
+from .disentanglement import dci as dci_scores, irs, mig, modularity_explicitness, sap
 from .interventional import BAR_DELAY, betavae_score, factorvae_score, fairness
 from .registry import METRICS
 
@@ -96,12 +96,18 @@ def mig_metric(*, model: LatentModel, dataset: GroundTruthDataset, split: Split,
     return {"mig": mig(z, f)}
 
 
+DCI_ESTIMATORS = {"reference": "gbt", "fast": "hist"}  # evaluate.dci -> disentanglement.gbt_classifier kind
+
+
 @METRICS.register("dci")
 def dci_metric(*, model: LatentModel, dataset: GroundTruthDataset, split: Split, n: int, loss: str,
-               device: torch.device | str = "cpu", batch_size: int = 256) -> dict[str, float]:
-    """DCI disentanglement / completeness / informativeness (boosted trees on n train, n // 2 test)."""
+               device: torch.device | str = "cpu", batch_size: int = 256, dci: str = "fast") -> dict[str, float]:
+    """DCI disentanglement / completeness / informativeness (boosted trees on n train, n // 2 test);
+    dci="reference" fits disentanglement_lib's GradientBoostingClassifier, "fast" its histogram twin."""
     _check_n("dci", n, 4)
-    s = dci(*sampled_codes(model, dataset, n, device, batch_size))
+    if dci not in DCI_ESTIMATORS:
+        raise ValueError(f"evaluate.dci: unknown estimator {dci!r}; valid: {', '.join(DCI_ESTIMATORS)}")
+    s = dci_scores(*sampled_codes(model, dataset, n, device, batch_size), gbt=DCI_ESTIMATORS[dci])
     return {f"dci_{k}": v for k, v in s.items()}
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..nn.divergences import tc_decomposition_mws
+from ..nn.divergences import TC_ESTIMATORS, tc_decomposition
 from .ae import VAE
 from .base import MODELS, ModelOutput, reconstruction_loss
 
@@ -13,24 +13,28 @@ class BetaTCVAE(VAE):
     """beta-TC-VAE: loss = recon + alpha * MI + beta * TC + gamma * dimension-wise KL (Chen et al. 2018, sec 4).
 
     alpha = gamma = 1 and beta > 1 penalise only the total correlation KL(q(z) || prod_j q(z_j)) beyond the
-    ELBO; the three terms are minibatch weighted sampling estimates that need the training set size N
-    (Chen et al. sec 4.1; see causalrep.nn.divergences.tc_decomposition_mws). One of the models whose
+    ELBO; the three terms are minibatch estimates that need the training set size N: minibatch weighted
+    sampling (estimator="mws", Chen et al. sec 4.1, what disentanglement_lib trains with) or stratified
+    importance weights ("mss"); see causalrep.nn.divergences.log_importance_weights. One of the models whose
     disentanglement 002 (Table 1) shows collapsing under its dataset perturbation. encode() is the posterior
     mean, as for the VAE.
     """
 
-    def __init__(self, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, dataset_size: int, **kwargs):
+    def __init__(self, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, dataset_size: int,
+                 estimator: str = "mws", **kwargs):
         super().__init__(beta=beta, **kwargs)
         if dataset_size < 1:
             raise ValueError(f"dataset_size must be a positive number of training images, got {dataset_size}")
-        self.alpha, self.gamma = alpha, gamma
+        if estimator not in TC_ESTIMATORS:
+            raise ValueError(f"unknown TC estimator {estimator!r}; valid: {', '.join(TC_ESTIMATORS)}")
+        self.alpha, self.gamma, self.estimator = alpha, gamma, estimator
         self.dataset_size = int(dataset_size)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         mu, logvar = self.posterior(x)
         u = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
         rec = reconstruction_loss(self.decode_logits(u), x, self.recon_loss)
-        mi, tc, dwkl = tc_decomposition_mws(u, mu, logvar, self.dataset_size)  # sum = MC estimate of the KL
+        mi, tc, dwkl = tc_decomposition(u, mu, logvar, self.dataset_size, self.estimator)  # sum = MC estimate of the KL
         kl = 0.5 * (mu.float() ** 2 + logvar.float().exp() - logvar.float() - 1).sum(1).mean()  # analytic, logged
         loss = rec + self.alpha * mi + self.beta * tc + self.gamma * dwkl
         return ModelOutput(loss=loss, recon=rec, kl=kl, mi=mi, tc=tc, dwkl=dwkl)

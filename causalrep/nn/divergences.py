@@ -41,14 +41,30 @@ def log_density_gaussian(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
 
 
-def log_importance_weights(batch: int, dataset_size: int, device=None) -> torch.Tensor:
+TC_ESTIMATORS = ("mws", "mss")
+
+
+def log_importance_weights(batch: int, dataset_size: int, estimator: str = "mss", device=None) -> torch.Tensor:
     """(M, M) log weights w_ij of q(z_i) ~= sum_j w_ij q(z_i | x_j) for a minibatch of M from N images.
 
-    z_i was drawn from its own image's posterior, which holds 1/N of q(z) = 1/N sum_n q(z | x_n): w_ii = 1/N.
-    The other M - 1 images are a uniform sample of the remaining N - 1, so each stands for (N - 1)/(M - 1) of
-    them: w_ij = (N - 1) / (N (M - 1)). Each row sums to 1, and the estimate of q(z_i) is unbiased.
+    mws (minibatch weighted sampling, Chen et al. 2018 sec 4.1 and the code disentanglement_lib trains
+    with): every term weighs 1/(N M). Each row sums to 1/N, so log q(z) reads log N below an estimate whose
+    weights sum to 1 and the TC (D - 1) log N above it (disentanglement_lib drops the constants: its TC is
+    this one minus (D - 1) log(N M), the same gradient). Against MSS the difference is not a constant: MSS
+    weighs the self term (M - 1) / (N - 1) of the others' weight, MWS the same as them, so where the self term
+    dominates its row (an informative latent) the two estimates, and their gradients, differ.
+    mss (stratified): z_i was drawn from its own image's posterior, which holds 1/N of q(z) = 1/N sum_n
+    q(z | x_n): w_ii = 1/N; the other M - 1 images are a uniform sample of the remaining N - 1, so each
+    stands for (N - 1)/(M - 1) of them: w_ij = (N - 1) / (N (M - 1)). Rows sum to 1 and the estimate of
+    q(z_i) is unbiased. This is the stratification idea of Chen et al.'s minibatch stratified sampling
+    (their appendix), with the self image as its own stratum; the authors' code lays its weights out
+    differently.
     """
+    if estimator not in TC_ESTIMATORS:
+        raise ValueError(f"unknown TC estimator {estimator!r}; valid: {', '.join(TC_ESTIMATORS)}")
     n = float(dataset_size)
+    if estimator == "mws":
+        return torch.full((batch, batch), -math.log(n) - math.log(batch), device=device)
     if batch == 1:
         return torch.zeros(1, 1, device=device)
     off = math.log(n - 1) - math.log(n) - math.log(batch - 1) if n > 1 else -math.inf
@@ -57,17 +73,15 @@ def log_importance_weights(batch: int, dataset_size: int, device=None) -> torch.
     return w
 
 
-def tc_decomposition_mws(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                         dataset_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def tc_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
+                     estimator: str = "mws") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(MI, TC, dimension-wise KL) of q(z) estimated on a minibatch (Chen et al. 2018, sec 3 and 4.1).
 
     z, mu, logvar: (M, D) samples z_i ~ q(z | x_i) and their posteriors. KL(q(z|x) || p(z)) averaged over
     the data splits into index-code MI + TC + dimension-wise KL (Chen et al. eq. 2); their sum equals the
-    Monte-Carlo estimate of the KL. log q(z_i) and log q(z_ij) (marginal of dim j) are minibatch weighted
-    sampling estimates, log sum_j w_ij q(z_i | x_j), with the weights of `log_importance_weights`: the self
-    term weighs 1/N and the others (N - 1)/(N (M - 1)). Chen et al.'s printed MWS weighs every term
-    1/(N M); that shifts log q(z) by -log N and TC by (D - 1) log N, a constant (no gradient) which would
-    make the reported TC read ~(D - 1) log N on independent latents, so it is not used.
+    Monte-Carlo estimate of the KL whatever estimates q(z). log q(z_i) and log q(z_ij) (marginal of dim j)
+    are log sum_j w_ij q(z_i | x_j) with the weights of `log_importance_weights(estimator=...)`: "mws"
+    (Chen et al.'s minibatch weighted sampling, disentanglement_lib's) or "mss" (stratified).
     """
     if z.dim() != 2 or mu.shape != z.shape or logvar.shape != z.shape:
         raise ValueError(f"expected z, mu, logvar of one shape (M, D); got {tuple(z.shape)}, {tuple(mu.shape)}, "
@@ -79,7 +93,7 @@ def tc_decomposition_mws(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     log_qz_x = log_density_gaussian(z, mu, logvar).sum(1)  # (M,) log q(z_i | x_i)
     log_pz = log_density_gaussian(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)  # (M,) under N(0, I)
     mat = log_density_gaussian(z[:, None, :], mu[None, :, :], logvar[None, :, :])  # (M, M, D): q(z_id | x_j)
-    logw = log_importance_weights(m, dataset_size, z.device)  # (M, M)
+    logw = log_importance_weights(m, dataset_size, estimator, z.device)  # (M, M)
     log_qz = torch.logsumexp(logw + mat.sum(2), dim=1)  # (M,) log q(z_i)
     log_prod_qzj = torch.logsumexp(logw[:, :, None] + mat, dim=1).sum(1)  # (M,) sum_d log q(z_id)
     mi = (log_qz_x - log_qz).mean()
@@ -88,9 +102,10 @@ def tc_decomposition_mws(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     return mi, tc, dwkl
 
 
-def total_correlation_mws(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int) -> torch.Tensor:
-    """TC = KL(q(z) || prod_d q(z_d)) by minibatch weighted sampling (see tc_decomposition_mws)."""
-    return tc_decomposition_mws(z, mu, logvar, dataset_size)[1]
+def total_correlation(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
+                      estimator: str = "mws") -> torch.Tensor:
+    """TC = KL(q(z) || prod_d q(z_d)) on a minibatch (see tc_decomposition)."""
+    return tc_decomposition(z, mu, logvar, dataset_size, estimator)[1]
 
 
 # ---------------------------------------------------------------- Ladder VAE (Sønderby et al. 2016)

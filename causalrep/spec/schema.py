@@ -247,12 +247,15 @@ class WAESpec(AESpec):
 @frozen
 class BTCVAESpec(AESpec):
     """beta-TC-VAE (Chen et al. 2018; studied in 002): loss = recon + alpha * MI + beta * TC + gamma *
-    dimension-wise KL, estimated by minibatch weighted sampling."""
+    dimension-wise KL, estimated on each minibatch (minibatch weighted sampling by default)."""
 
     alpha: float = field(1.0, help="weight of the index-code mutual information")
     beta: float = field(6.0, help="weight of the total correlation")
     gamma: float = field(1.0, help="weight of the dimension-wise KL")
-    dataset_size: int | None = field(None, help="N of the minibatch weighted sampling estimator; null: the train "
+    estimator: str = field("mws", help="estimator of q(z) in the TC: mws = minibatch weighted sampling (Chen et al. "
+                                      "sec 4.1; disentanglement_lib trains with it), mss = stratified importance "
+                                      "weights (unbiased)", choices=("mws", "mss"))
+    dataset_size: int | None = field(None, help="N of the TC estimator; null: the train "
                                                 "split's size, from the dataset's factor grid, data.split and the "
                                                 "include/exclude filters")
 
@@ -466,6 +469,10 @@ class TrainSpec:
     batch_size: int = field(128, help="images per step (001 A.2.2: 128)")
     lr: float = field(5e-4, help="Adam learning rate (001 A.2.2)")
     betas: tuple[float, ...] = field((0.9, 0.999), help="Adam betas (001 A.2.2)")
+    lr_schedule: str = field("constant", help="learning rate over the steps: constant (001 A.2.2) or cosine "
+                                             "(from lr down to 0 at train.steps, after the warm-up)",
+                             choices=("constant", "cosine"))
+    lr_warmup_steps: int = field(0, help="steps over which the learning rate rises linearly from lr/warmup to lr")
     loss: str = field("bce", help="reconstruction loss, summed over pixels", choices=("bce", "mse"))
     precision: str = field("auto", help="auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
     device: str = field("auto", help="auto: CUDA when present", choices=("auto", "cpu", "cuda"))
@@ -483,6 +490,11 @@ class TrainSpec:
                                        "encoder only, the decoder only, or both)",
                            choices=("all", "encoder", "decoder"))
 
+    @lr_warmup_steps.validator
+    def _non_negative(self, attribute, value):
+        if value < 0:
+            raise ValueError(f"{attribute.name}: expected a non-negative int, got {value}")
+
     @steps.validator
     @batch_size.validator
     @checkpoint_every.validator
@@ -499,7 +511,14 @@ class EvaluateSpec:
     sampling: tuple[str, ...] = field(("hybrid",), help="sample grids in the report: hybrid (001 sec 2.3), "
                                       "structured hybrid (000 sec 4), prior (regularised models only)",
                                       choices=("hybrid", "structured", "prior"))
-    val_samples: int = field(2048, help="validation images used for the final metrics (first N of the val split)")
+    val_samples: int = field(2048, help="sample size of the final metrics: the disentanglement metrics draw N fresh "
+                                        "factor samples to fit their predictors on and N // 2 to test them on "
+                                        "(disentanglement_lib: 10000 / 5000), reconstruction and FID use the first "
+                                        "N images of the val split")
+    dci: str = field("fast", help="DCI's boosted trees: reference = scikit-learn's GradientBoostingClassifier as "
+                                  "disentanglement_lib's dci.py; fast = HistGradientBoosting set up as the same "
+                                  "model (10-25x faster, within 0.1 of reference: tools/bench_metrics.py)",
+                     choices=("reference", "fast"))
     traversal_steps: int = field(9, help="columns of each traversal grid")
     hybrid_latents: int = field(128, help="latents stored for hybrid sampling (001 sec 2.3: N = 128)")
 

@@ -50,6 +50,21 @@ def describe_device(device: torch.device | str) -> str:
     return f"cpu: {name}, {torch.get_num_threads()} threads"
 
 
+def scheduled_lr(step: int, *, lr: float, steps: int, schedule: str = "constant", warmup: int = 0) -> float:
+    """The main optimiser's learning rate at optimiser step `step` (1-based): a linear warm-up over `warmup`
+    steps (step/warmup of lr), then constant or a half cosine from lr to 0 at `steps` (Loshchilov & Hutter
+    2017, SGDR's schedule without restarts). A function of the step alone, so a resumed run continues it
+    exactly; the aux optimisers (FactorVAE's discriminator) keep their constant rate."""
+    if warmup and step <= warmup:
+        return lr * step / warmup
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        span = max(steps - warmup, 1)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, span) / span))
+    raise ValueError(f"train.lr_schedule: unknown schedule {schedule!r}; valid: constant, cosine")
+
+
 class Trainer:
     """Fits any LatentModel: the model's forward returns ModelOutput(loss=..., terms); the trainer
     never looks at the model's type. Batches are drawn uniformly from the training split with a
@@ -64,7 +79,8 @@ class Trainer:
                  betas: tuple[float, float] = (0.9, 0.999), precision: str = "auto", device: str = "auto",
                  checkpoint_every: int = 1000, log_every: int = 50, val_every: int = 1000, val_samples: int = 512,
                  seed: int = 0, progress: bool = True, channels_last: bool = False, compile: bool = False,
-                 resident: str = "auto", resident_max_bytes: int = 8 << 30, trainable: str = "all"):
+                 resident: str = "auto", resident_max_bytes: int = 8 << 30, trainable: str = "all",
+                 lr_schedule: str = "constant", lr_warmup_steps: int = 0):
         self.rank, self.world = distributed.rank(), distributed.world_size()
         if batch_size % self.world:
             raise SpecError("train.batch_size", f"{batch_size} is the global batch and must divide evenly over "
@@ -99,6 +115,7 @@ class Trainer:
                 p.requires_grad_(id(p) in keep)  # frozen: no gradient is computed, .grad stays None
             self.main_params = [p for p in self.main_params if id(p) in keep]
         self.optimizer = torch.optim.Adam(self.main_params, lr=lr, betas=tuple(betas), fused=fused)
+        self.lr, self.lr_schedule, self.lr_warmup_steps = lr, lr_schedule, lr_warmup_steps
         self.aux_optimizers = {k: torch.optim.Adam(ps, **model.aux_optimizer_options(k, lr=lr, betas=tuple(betas)),
                                                    fused=fused) for k, ps in self.aux_groups.items()}
         if precision == "auto":
@@ -252,6 +269,9 @@ class Trainer:
                 loss.backward(inputs=self.aux_groups[name])
         else:
             out.loss.backward()
+        for group in self.optimizer.param_groups:  # the step being taken is self.step + 1
+            group["lr"] = scheduled_lr(self.step + 1, lr=self.lr, steps=self.steps, schedule=self.lr_schedule,
+                                       warmup=self.lr_warmup_steps)
         self.optimizer.step()
         for opt in self.aux_optimizers.values():
             opt.step()

@@ -155,3 +155,32 @@ def test_wrappers_share_one_encoding_until_the_weights_change(monkeypatch):
         model.scale.mul_(2.0)  # in-place update bumps the parameter's version: re-encode
     b = METRICS.get("mig")(**kw)
     assert len(calls) == 4 and a == b  # MIG is invariant to rescaling
+
+
+class Mixed(ReadBack):
+    """Codes (a + b/8, b + c/8, c): each dim mostly one factor, a little of another (DCI-d strictly below 1)."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        f = read_back(x)[:, :len(SIZES)] * self.scale
+        return torch.stack([f[:, 0] + f[:, 1] / 8, f[:, 1] + f[:, 2] / 8, f[:, 2]], dim=1)
+
+
+def test_evaluate_dci_picks_the_estimator_and_the_experiment_passes_it():
+    from causalrep.experiment import metric_options
+    from causalrep.metrics.disentanglement import dci
+    from causalrep.metrics.wrappers import sampled_codes
+    from causalrep.spec.schema import EvaluateSpec
+
+    model = Mixed()
+    kw = dict(model=model, dataset=DATA, split=None, n=300, loss="bce", device="cpu")
+    codes = sampled_codes(model, DATA, 300, "cpu", 256)
+    for option, kind in (("reference", "gbt"), ("fast", "hist")):
+        out = METRICS.get("dci")(**kw, dci=option)
+        # the same numbers as disentanglement.dci with that estimator on the same fresh samples
+        assert out["dci_disentanglement"] == pytest.approx(dci(*codes, gbt=kind)["disentanglement"], abs=1e-12)
+    assert METRICS.get("dci")(**kw)["dci_disentanglement"] == METRICS.get("dci")(**kw, dci="fast")["dci_disentanglement"]
+    with pytest.raises(ValueError, match="evaluate.dci: unknown estimator 'xgb'"):
+        METRICS.get("dci")(**kw, dci="xgb")
+    # Experiment.evaluate hands a metric the evaluate.* keys it declares, and no others
+    assert metric_options(METRICS.get("dci"), EvaluateSpec(dci="reference")) == {"dci": "reference"}
+    assert metric_options(METRICS.get("mig"), EvaluateSpec(dci="reference")) == {}

@@ -13,7 +13,7 @@ from causalrep.build import build_model, train_split_size
 from causalrep.models.factorvae import permute_dims
 from causalrep.models.laddervae import default_layer_dims, warmup_beta
 from causalrep.nn.divergences import (kl_gaussians, log_importance_weights, mmd_imq, precision_weighted,
-                                      tc_decomposition_mws, total_correlation_mws)
+                                      tc_decomposition, total_correlation)
 
 from conftest import tiny_spec
 
@@ -85,16 +85,19 @@ def test_tc_matches_the_gaussian_closed_form(corr):
     m = 2000
     z, mu, logvar = _gaussian_codes(corr, 0.3, m)
     closed = -0.5 * math.log(np.linalg.det(corr))  # 0, 0.223, 0.239
-    # dataset_size = batch: the weights are all 1/M and q(z) is the batch's exact mixture density
-    tc = float(total_correlation_mws(z, mu, logvar, dataset_size=m))
+    # dataset_size = batch: the stratified weights are all 1/M and q(z) is the batch's exact mixture density
+    tc = float(total_correlation(z, mu, logvar, dataset_size=m, estimator="mss"))
     assert tc == pytest.approx(closed, abs=0.04)
+    # MWS weighs every term 1/(N M) = 1/M^2 here: rows sum to 1/N, so its TC is the same plus (D - 1) log N
+    mws = float(total_correlation(z, mu, logvar, dataset_size=m, estimator="mws"))
+    assert mws == pytest.approx(tc + (corr.shape[0] - 1) * math.log(m), abs=1e-3)
 
 
 def test_tc_of_duplicated_latents_is_clearly_positive():
     z, mu, logvar = _gaussian_codes(np.eye(1), 0.3, 1000)
     dup = lambda a: torch.cat([a, a], dim=1)  # noqa: E731  (z2 = z1, same posteriors)
-    tc = float(total_correlation_mws(dup(z), dup(mu), dup(logvar), dataset_size=1000))
-    indep = float(total_correlation_mws(*_gaussian_codes(np.eye(2), 0.3, 1000), dataset_size=1000))
+    tc = float(total_correlation(dup(z), dup(mu), dup(logvar), dataset_size=1000, estimator="mss"))
+    indep = float(total_correlation(*_gaussian_codes(np.eye(2), 0.3, 1000), dataset_size=1000, estimator="mss"))
     assert tc > 0.5 and tc > indep + 0.5
 
 
@@ -102,20 +105,47 @@ def test_decomposition_sums_to_the_monte_carlo_kl_and_weights_are_normalised():
     g = torch.Generator().manual_seed(1)
     mu, logvar = torch.randn(16, 5, generator=g), 0.3 * torch.randn(16, 5, generator=g)
     z = mu + torch.randn(16, 5, generator=g) * (0.5 * logvar).exp()
-    mi, tc, dwkl = tc_decomposition_mws(z, mu, logvar, dataset_size=10_000)
     # Chen et al. eq. 2: MI + TC + dimension-wise KL = E[log q(z|x) - log p(z)], whatever estimates q(z)
     normal = torch.distributions.Normal
     mc_kl = (normal(mu, (0.5 * logvar).exp()).log_prob(z) - normal(0.0, 1.0).log_prob(z)).sum(1).mean()
-    assert float(mi + tc + dwkl) == pytest.approx(float(mc_kl), abs=1e-4)
-    w = log_importance_weights(16, 10_000).exp()
+    for estimator in ("mws", "mss"):
+        mi, tc, dwkl = tc_decomposition(z, mu, logvar, dataset_size=10_000, estimator=estimator)
+        assert float(mi + tc + dwkl) == pytest.approx(float(mc_kl), abs=1e-4)
+    w = log_importance_weights(16, 10_000, "mss").exp()
     assert torch.allclose(w.sum(1), torch.ones(16))
     assert float(w[0, 0]) == pytest.approx(1e-4) and float(w[0, 1]) == pytest.approx(9999 / (10_000 * 15))
+    w = log_importance_weights(16, 10_000, "mws").exp()  # Chen et al. sec 4.1: 1/(N M) everywhere
+    assert torch.allclose(w, torch.full((16, 16), 1 / (10_000 * 16)))
+
+
+def _tc_grad(estimator: str, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    mu = mu.clone().requires_grad_(True)
+    z = mu + eps * (0.5 * logvar).exp()
+    total_correlation(z, mu, logvar, dataset_size=480_000, estimator=estimator).backward()
+    return mu.grad
+
+
+def test_mws_and_mss_gradients_differ_on_a_batch_with_an_informative_and_a_collapsed_latent():
+    # dim 0 informative (means spread over +-3, posteriors narrow: the self term dominates each row), dim 1
+    # collapsed (mean 0, unit variance: every term alike). A constant offset between the estimators would
+    # give equal gradients; the relative weight of the self term differs ((M-1)/(N-1) vs 1), so they do not.
+    g = torch.Generator().manual_seed(0)
+    m = 64
+    mu = torch.stack([torch.linspace(-3, 3, m), torch.zeros(m)], 1)
+    logvar = torch.stack([torch.full((m,), math.log(0.05 ** 2)), torch.zeros(m)], 1)
+    eps = torch.randn(m, 2, generator=g)
+    a, b = _tc_grad("mws", mu, logvar, eps), _tc_grad("mss", mu, logvar, eps)
+    assert not torch.allclose(a, b, rtol=0.05, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown TC estimator 'iwae'"):
+        log_importance_weights(4, 10, "iwae")
 
 
 def test_btcvae_dataset_size_defaults_to_the_train_split():
     spec = tiny_spec("btcvae")
     assert build_model(spec).dataset_size == train_split_size(spec) == round(0.7 * 3 * 6 * 40 * 32 * 32)
     assert build_model(tiny_spec("btcvae", dataset_size=123)).dataset_size == 123
+    assert build_model(spec).estimator == "mws"  # disentanglement_lib's, the compared papers' setting
+    assert build_model(tiny_spec("btcvae", estimator="mss")).estimator == "mss"
     filtered = tiny_spec("btcvae", overrides=["data.exclude={shape: [0]}"])
     assert train_split_size(filtered) == round(0.7 * 2 * 6 * 40 * 32 * 32)
 

@@ -183,3 +183,46 @@ def test_a_model_can_stop_training_at_a_validation_step_with_a_checkpoint(tmp_pa
     assert load_checkpoint(exp.run_dir / "checkpoints" / "last.pt")["step"] == 6
     rows = [(r["step"], r["value"]) for r in read_jsonl(exp.run_dir / "metrics.jsonl") if r["name"] == "stopped_at"]
     assert rows == [(6, 6.0)]
+
+
+def test_scheduled_lr_hand_values():
+    from causalrep.train.trainer import scheduled_lr
+
+    kw = dict(lr=1e-3, steps=110)
+    assert scheduled_lr(1, **kw) == scheduled_lr(110, **kw) == 1e-3  # constant: 001 A.2.2
+    # warm-up of 10: step/10 of lr; then the half cosine over the remaining 100 steps
+    assert scheduled_lr(1, **kw, schedule="cosine", warmup=10) == pytest.approx(1e-4)
+    assert scheduled_lr(10, **kw, schedule="cosine", warmup=10) == pytest.approx(1e-3)
+    assert scheduled_lr(60, **kw, schedule="cosine", warmup=10) == pytest.approx(5e-4)  # half way: cos(pi/2) = 0
+    assert scheduled_lr(35, **kw, schedule="cosine", warmup=10) == pytest.approx(1e-3 * (1 + 2 ** -0.5) / 2)
+    assert scheduled_lr(110, **kw, schedule="cosine", warmup=10) == pytest.approx(0.0, abs=1e-12)
+    assert scheduled_lr(5, **kw, schedule="constant", warmup=10) == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match="unknown schedule 'step'"):
+        scheduled_lr(20, **kw, schedule="step")
+
+
+def test_trainer_steps_with_the_scheduled_rate_and_resumes_it(tmp_path):
+    from causalrep.train.trainer import scheduled_lr
+
+    over = ["train.steps=4", "train.checkpoint_every=2", "train.val_every=4", "train.lr_schedule=cosine",
+            "train.lr_warmup_steps=1"]
+    exp = Experiment(tiny_spec("ae", overrides=over), out=tmp_path / "a", progress=False)
+    exp.run()
+    # the rate of the last step taken (step 4 of 4) is the schedule's end: 0
+    ckpt = load_checkpoint(exp.run_dir / "checkpoints" / "last.pt")
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(scheduled_lr(4, lr=5e-4, steps=4,
+                                                                                    schedule="cosine", warmup=1))
+    # a run killed after its step-2 checkpoint and resumed ends with the weights of the uninterrupted one
+    half = Experiment(tiny_spec("ae", overrides=over), out=tmp_path / "b", progress=False)
+
+    def crash(trainer):
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+    half.model.after_step = crash
+    with pytest.raises(KeyboardInterrupt):
+        half.run()
+    assert load_checkpoint(half.run_dir / "checkpoints" / "last.pt")["step"] == 2
+    resumed = Experiment.resume(half.run_dir, progress=False)
+    resumed.run()
+    a, b = weights(exp.model), weights(resumed.model)
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("latent_bank"))
