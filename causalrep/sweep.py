@@ -350,6 +350,22 @@ def add_heldout(run: PlannedRun, sweep: Sweep) -> None:
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
 
+RESULT_FILES = ("spec.yaml", "metrics.json", "sweep.json")  # small, text: what a table and a rerun need
+
+
+def keep_results(run: PlannedRun, sweep: Sweep, results: Path) -> Path:
+    """Copy a finished run's spec.yaml, metrics.json and sweep.json to RESULTS/<group>/s<seed>/ (no
+    checkpoints, no images), so they can be committed as soon as the run ends and `python -m
+    causalrep.table RESULTS` tabulates them; the copy's spec reruns that one seed."""
+    dest = results / run.run_dir.relative_to(sweep.out)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        src = run.run_dir / name
+        if src.is_file():
+            (dest / name).write_bytes(src.read_bytes())
+    return dest
+
+
 def select(sweep: Sweep, only: str | None) -> Sweep:
     """The runs whose label (GROUP/sSEED, e.g. sae12-encoder/s0) matches the glob `only`."""
     if not only:
@@ -361,8 +377,10 @@ def select(sweep: Sweep, only: str | None) -> Sweep:
     return attrs.evolve(sweep, runs=runs)
 
 
-def run_sweep(sweep: Sweep, *, dry_run: bool = False, progress: bool = True) -> list[PlannedRun]:
-    """Validate every run's spec, then (unless dry_run) run the runs in order; returns the plan."""
+def run_sweep(sweep: Sweep, *, dry_run: bool = False, progress: bool = True,
+              results: str | Path | None = None) -> list[PlannedRun]:
+    """Validate every run's spec, then (unless dry_run) run the runs in order, each finished run's small
+    files copied under `results` (see keep_results); returns the plan."""
     from tqdm.auto import tqdm
 
     specs = {r.label: r.spec() for r in sweep.runs}  # every spec is checked before anything trains
@@ -385,6 +403,8 @@ def run_sweep(sweep: Sweep, *, dry_run: bool = False, progress: bool = True) -> 
             tqdm.write(f"[{r.label}] {'continuing from its checkpoint' if state == 'resume' else 'training'}")
             run_one(r, specs[r.label], sweep, progress=progress)
         add_heldout(r, sweep)
+        if results is not None:
+            tqdm.write(f"[{r.label}] results in {keep_results(r, sweep, Path(results))}")
     bar.close()
     return list(sweep.runs)
 
@@ -403,6 +423,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", metavar="GLOB", help="run only the runs whose GROUP/sSEED matches, e.g. 'sae12-*/s0' "
                                                   "(a later stage needs its earlier stages' runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--results", metavar="DIR", help="copy each finished run's spec.yaml, metrics.json and sweep.json "
+                                                    "to DIR/<group>/s<seed>/ (e.g. results/<claim>, to commit)")
     args = p.parse_args(argv)
     try:
         sweep = load_sweep(args.sweep, out=args.out, overrides=tuple(args.overrides))
@@ -411,7 +433,7 @@ def main(argv=None) -> int:
         if args.launcher or args.nproc:
             sweep = attrs.evolve(sweep, launcher=args.launcher or sweep.launcher, nproc=args.nproc or sweep.nproc)
         sweep = select(sweep, args.only)
-        runs = run_sweep(sweep, dry_run=args.dry_run, progress=not args.no_progress)
+        runs = run_sweep(sweep, dry_run=args.dry_run, progress=not args.no_progress, results=args.results)
     except CausalrepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -3,6 +3,7 @@
     python -m causalrep.table runs/smoke                    # -> runs/smoke/table.md and table.csv
     python -m causalrep.table runs/t1 --metrics table1      # DCI-d, IRS, MIG, SAP, ModExp, DCI-c
     python -m causalrep.table runs/extrap --metrics heldout_ball_mse_x1000 --columns stage   # 001 Table 3
+    python -m causalrep.table results/table1_cpu   # its table.yaml: row order, paper figures, notes (docs/results.md)
 
 A run folder is any folder holding spec.yaml and metrics.json (a sweep's or a plain run's). Runs are
 grouped by their spec's name (a sweep names a run model[-grid][-stage] and puts the seed in the folder).
@@ -135,6 +136,88 @@ def fmt(cell: Cell, digits: int) -> str:
     return text if cell.n == 1 else f"{text} ± {cell.std:.{digits}f}"
 
 
+LAYOUT_KEYS = ("title", "intro", "metrics", "columns", "rows", "labels", "paper", "paper_label", "digits", "notes")
+
+
+@attrs.frozen
+class Layout:
+    """A results folder's table.yaml: how its table is printed in docs/results.md.
+
+    title / intro: the heading and a paragraph above the table; metrics, columns, digits: as the CLI's;
+    rows: row order (groups not listed follow, sorted) and labels: group -> printed name; paper: group ->
+    {column: the paper's figure} (or a string such as "–"), printed in a column "<col> (<paper_label>)"
+    after each column that has any; notes: lines printed under the table (command, data, estimator).
+    """
+
+    title: str | None = None
+    intro: str | None = None
+    metrics: tuple[str, ...] | None = None
+    columns: str = "metrics"
+    rows: tuple[str, ...] = ()
+    labels: dict[str, str] = attrs.Factory(dict)
+    paper: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    paper_label: str = "paper"
+    digits: int = 3
+    notes: tuple[str, ...] = ()
+
+
+def read_layout(folder: Path) -> Layout | None:
+    """FOLDER/table.yaml as a Layout, or None when there is none; unknown keys name the file and key."""
+    path = Path(folder) / "table.yaml"
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise CausalrepError(f"{path}: expected a mapping of {', '.join(LAYOUT_KEYS)}")
+    unknown = sorted(set(data) - set(LAYOUT_KEYS))
+    if unknown:
+        raise CausalrepError(f"{path}: unknown key {unknown[0]!r}; valid: {', '.join(LAYOUT_KEYS)}")
+    for key in ("metrics", "rows", "notes"):
+        if key in data:
+            data[key] = tuple(data[key])
+    return Layout(**data)
+
+
+def order_rows(table: dict[str, dict[str, Cell]], first: tuple[str, ...]) -> dict[str, dict[str, Cell]]:
+    """Rows listed in `first` in that order (those with runs), then the others sorted."""
+    return {g: table[g] for g in [*[g for g in first if g in table], *sorted(g for g in table if g not in first)]}
+
+
+def paper_cell(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if numeric(value) else ("–" if value is None else str(value))
+
+
+def markdown_layout(table: dict[str, dict[str, Cell]], cols: list[str], layout: Layout, *, metric: str | None) -> str:
+    """The table as docs/results.md prints it: heading, intro, rows in the layout's order with the paper's
+    figure after each column it gives, then the notes."""
+    table = order_rows(table, layout.rows)
+    with_paper = [c for c in cols if any(c in layout.paper.get(g, {}) for g in table)]
+    head, align = [], []
+    for c in cols:
+        head.append(TABLE1.get(c, c))
+        align.append("---:")
+        if c in with_paper:
+            head.append(f"{TABLE1.get(c, c)} ({layout.paper_label})")
+            align.append("---:")
+    what = f"{metric}, " if metric else ""
+    lines = [f"### {layout.title or 'runs'}", ""]
+    if layout.intro:
+        lines += [layout.intro.strip(), ""]
+    lines += [f"{what}mean ± sample standard deviation over the runs (seeds) of each row", "",
+              "| model | runs | " + " | ".join(head) + " |", "|---|---:|" + "|".join(align) + "|"]
+    counts = runs_per_row(table)
+    for g, cells in table.items():
+        out = []
+        for c in cols:
+            out.append(fmt(cells[c], layout.digits))
+            if c in with_paper:
+                out.append(paper_cell(layout.paper.get(g, {}).get(c), layout.digits))
+        lines.append(f"| {layout.labels.get(g, g)} | {counts[g]} | " + " | ".join(out) + " |")
+    if layout.notes:
+        lines += [""] + [n.rstrip() for n in layout.notes]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(table: dict[str, dict[str, Cell]], cols: list[str], *, title: str, digits: int = 3,
              metric: str | None = None) -> str:
     """The table as Markdown: `| model | runs | DCI-d | ... |` with mean ± std cells."""
@@ -162,23 +245,34 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m causalrep.table",
                                 description="Tabulate finished runs: model x metric, mean ± std over seeds.")
     p.add_argument("runs", nargs="+", help="run folders, or directories searched for them (e.g. a sweep's --out)")
-    p.add_argument("--metrics", help="comma-separated metric names, 'table1' (001 Table 1) or 'all' (default)")
-    p.add_argument("--columns", choices=("metrics", "stage"), default="metrics",
+    p.add_argument("--metrics", help="comma-separated metric names, 'table1' (001 Table 1) or 'all' (default; "
+                                     "a results folder's table.yaml may name them)")
+    p.add_argument("--columns", choices=("metrics", "stage"), default=None,
                    help="metrics: one column per metric; stage: one column per sweep stage for a single metric "
                         "(001 Table 3: neither / encoder / decoder / both)")
     p.add_argument("--out", help="folder for table.md and table.csv (default: the first RUNS argument)")
-    p.add_argument("--digits", type=int, default=3, help="decimals in table.md (default 3, as in 001)")
+    p.add_argument("--digits", type=int, default=None, help="decimals in table.md (default 3, as in 001)")
     args = p.parse_args(argv)
     try:
+        layout = read_layout(Path(args.runs[0]))  # a results folder's table.yaml (docs/results.md's tables)
         records = [read_run(r) for r in find_runs(args.runs)]
-        metrics = choose_metrics(records, args.metrics.split(",") if args.metrics else None)
-        table, cols = aggregate(records, metrics, args.columns)
+        wanted = args.metrics.split(",") if args.metrics else (list(layout.metrics) if layout and layout.metrics
+                                                                else None)
+        columns = args.columns or (layout.columns if layout else "metrics")
+        metrics = choose_metrics(records, wanted)
+        table, cols = aggregate(records, metrics, columns)
         out = Path(args.out or args.runs[0])
         out.mkdir(parents=True, exist_ok=True)
-        title = ", ".join(sorted({json.loads((r.path / "sweep.json").read_text()).get("sweep", "")
-                                  for r in records if (r.path / "sweep.json").is_file()} - {""})) or "runs"
-        text = markdown(table, cols, title=title, digits=args.digits,
-                        metric=metrics[0] if args.columns == "stage" else None)
+        metric = metrics[0] if columns == "stage" else None
+        if layout is not None:
+            if args.digits is not None:
+                layout = attrs.evolve(layout, digits=args.digits)
+            text = markdown_layout(table, cols, layout, metric=metric)
+        else:
+            title = ", ".join(sorted({json.loads((r.path / "sweep.json").read_text()).get("sweep", "")
+                                      for r in records if (r.path / "sweep.json").is_file()} - {""})) or "runs"
+            text = markdown(table, cols, title=title, digits=3 if args.digits is None else args.digits,
+                            metric=metric)
         (out / "table.md").write_text(text)
         write_csv(out / "table.csv", table, cols)
     except CausalrepError as exc:

@@ -248,7 +248,8 @@ def test_smoke_sweep_end_to_end_table_equals_metrics_json(tmp_path):
     tiny = ["train.steps=2", "train.batch_size=4", "train.log_every=1", "train.checkpoint_every=2",
             "train.val_every=2", "evaluate.val_samples=64", "evaluate.hybrid_latents=8",
             "evaluate.traversal_steps=3", "evaluate.metrics=[reconstruction, mig]", "track.kind=jsonl"]
-    args = [str(ROOT / "specs" / "sweeps" / "smoke.yaml"), "--out", str(out), "--no-progress"]
+    results = tmp_path / "results" / "smoke"
+    args = [str(ROOT / "specs" / "sweeps" / "smoke.yaml"), "--out", str(out), "--no-progress", "--results", str(results)]
     assert sw.main(args + [a for t in tiny for a in ("--set", t)]) == 0
     runs = sorted(p.parent for p in out.rglob("metrics.json"))
     assert [f"{r.parent.name}/{r.name}" for r in runs] == ["ae/s0", "ae/s1", "sae6/s0", "sae6/s1"]
@@ -266,6 +267,11 @@ def test_smoke_sweep_end_to_end_table_equals_metrics_json(tmp_path):
             assert float(rows[model][f"{key}_std"]) == pytest.approx(abs(values[0] - values[1]) / math.sqrt(2))
         cell = f"{(ms[0]['mig'] + ms[1]['mig']) / 2:.3f} ± {abs(ms[0]['mig'] - ms[1]['mig']) / math.sqrt(2):.3f}"
         assert f"| {model} | 2 | {cell} |" in md
+    # --results keeps exactly the small files of each run, and they tabulate to the same table
+    assert sorted(str(f.relative_to(results)) for f in results.rglob("*") if f.is_file()) == sorted(
+        f"{m}/s{s}/{n}" for m in ("ae", "sae6") for s in (0, 1) for n in ("metrics.json", "spec.yaml", "sweep.json"))
+    assert tb.main([str(results)]) == 0
+    assert (results / "table.md").read_text() == md
     # a second call finds every run done and trains nothing
     stamp = (runs[0] / "checkpoints" / "last.pt").stat().st_mtime_ns
     assert sw.main(args + [a for t in tiny for a in ("--set", t)]) == 0
@@ -303,3 +309,21 @@ def test_torchrun_launcher_runs_each_stage_as_a_two_process_job(tmp_path, tiny_s
     assert all(torch.equal(a[k], b[k]) == k.startswith("encoder.") for k in a if not k.startswith("latent_bank"))
     m = json.loads((tmp_path / "out" / "ae-dec" / "s0" / "metrics.json").read_text())
     assert m["heldout_heart_images"] == 16 and m["step"] == 4
+
+
+def test_table_layout_orders_rows_adds_paper_figures_and_notes(tmp_path):
+    for seed, v in enumerate([0.5, 0.7]):
+        fake_run(tmp_path, "sae6", seed, {"dci_disentanglement": v, "mig": 0.1})
+    fake_run(tmp_path, "ae", 0, {"dci_disentanglement": 0.2, "mig": 0.05})
+    write(tmp_path / "table.yaml", {"title": "a. Table 1", "intro": "Intro text.", "metrics": ["dci_disentanglement", "mig"],
+                                    "rows": ["sae6", "ae"], "labels": {"sae6": "SAE-6"}, "paper_label": "001",
+                                    "paper": {"sae6": {"dci_disentanglement": 0.815}, "ae": {"dci_disentanglement": 0.326}},
+                                    "notes": ["Command: x"]})
+    assert tb.main([str(tmp_path)]) == 0
+    assert (tmp_path / "table.md").read_text() == (
+        "### a. Table 1\n\nIntro text.\n\nmean ± sample standard deviation over the runs (seeds) of each row\n\n"
+        "| model | runs | DCI-d | DCI-d (001) | MIG |\n|---|---:|---:|---:|---:|\n"
+        "| SAE-6 | 2 | 0.600 ± 0.141 | 0.815 | 0.100 ± 0.000 |\n"  # sample std of 0.5, 0.7 = 0.1414
+        "| ae | 1 | 0.200 | 0.326 | 0.050 |\n\nCommand: x\n")
+    write(tmp_path / "table.yaml", {"colour": "red"})
+    assert tb.main([str(tmp_path)]) == 1
