@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torchvision.utils import make_grid, save_image
+import torch.nn.functional as F
+from torchvision.utils import save_image
 
 from .data.base import GroundTruthDataset, Split
 from .generate import sample_images
@@ -15,15 +17,11 @@ from .models.base import LatentModel
 from .track.base import Tracker
 
 
-def _to_rgb(x: torch.Tensor) -> torch.Tensor:
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-
-
 @torch.no_grad()
 def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Split, run_dir: str | Path,
                  metrics: dict[str, Any], tracker: Tracker | None = None, step: int = 0, n_images: int = 8,
                  traversal_steps: int = 9, sampling: tuple[str, ...] = ("hybrid",), seed: int = 0) -> dict[str, Path]:
-    """Write metrics.json and the PNG grids into run_dir (and to the tracker as images)."""
+    """Write metrics.json and the labelled PNG grids into run_dir (and to the tracker as images)."""
     run_dir = Path(run_dir)
     device = next(model.parameters()).device
     model.eval()
@@ -31,23 +29,37 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     files["metrics"] = run_dir / "metrics.json"
 
-    x = dataset.images_at(split.val[:n_images]).to(device)
+    index = split.val[:n_images]
+    x = dataset.images_at(index).to(device)
     grids: dict[str, torch.Tensor] = {}
     if model.reconstructs:  # an image-to-image model (the ICM committee) has no latent code to decode
         # reconstructions.png: row 1 the validation images, row 2 their reconstructions
-        grids["reconstructions"] = make_grid(_to_rgb(torch.cat([x, model.reconstruct(x)]).float().cpu()),
-                                             nrow=n_images, padding=2, pad_value=0.5)
-        # traversal_<node>.png: one row per image, one column per value of the node (its stored 5-95% range)
+        grids["reconstructions"] = labelled_grid(
+            torch.stack([x, model.reconstruct(x)]), row_labels=["input", "reconstruction"],
+            col_labels=[f"image {i + 1}\nidx {int(v)}" for i, v in enumerate(index)])
+        # traversal_<node>.png: one row per image, one column per value of the node (its stored 5-95% range);
+        # traversals.png: the first image's row of every node, to see at a glance which factor each node moves
+        per_node, first, ranges = {}, [], []
         for node in model.graph.nodes:
             t = model.traverse(x[:4], node, traversal_steps)  # (4, steps, C, H, W)
-            grids[f"traversal_{node}"] = make_grid(_to_rgb(t.flatten(0, 1).float().cpu()), nrow=traversal_steps,
-                                                   padding=2, pad_value=0.5)
+            values = traversal_values(model, node, traversal_steps).cpu()  # (steps, dim): what traverse set
+            per_node[f"traversal_{node}"] = labelled_grid(
+                t, row_labels=[f"image {i + 1}" for i in range(t.shape[0])],
+                col_labels=[_value_label(v) for v in values], title=f"traversal of {node}")
+            first.append(t[0])
+            ranges.append(f"{node}\n{_fmt(values[0, 0])} to {_fmt(values[-1, 0])}" if values.shape[1] == 1
+                          else f"{node}\n({values.shape[1]} dims)")
+        steps = torch.linspace(0, 1, traversal_steps)
+        grids["traversals"] = labelled_grid(torch.stack(first), row_labels=ranges,
+                                            col_labels=[f"{100 * float(v):.0f}%" for v in steps],
+                                            title="traversals (image 1)")
+        grids.update(per_node)
         gen = torch.Generator().manual_seed(seed)
         for method in sampling:
             if method == "prior" and not model.has_prior:
                 continue
-            s = sample_images(model, 64, method, gen)
-            grids[f"samples_{method}"] = make_grid(_to_rgb(s.float().cpu()), nrow=8, padding=2, pad_value=0.5)
+            s = sample_images(model, 64, method, gen)  # (64, C, H, W) -> an 8 x 8 grid
+            grids[f"samples_{method}"] = labelled_grid(s.view(8, 8, *s.shape[1:]), title=f"{method} samples")
     grids.update(model.report_images(x))  # model-specific figures (attention maps, adjacency, committee)
     for name, value in metrics.items():  # matrix-valued metrics (the ICM win proportions) as heat maps
         if _is_matrix(value):
@@ -62,6 +74,104 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
     files["report"] = run_dir / "report.md"
     files["report"].write_text(markdown(metrics, files, title=run_dir.parent.name + " / " + run_dir.name))
     return files
+
+
+def traversal_values(model: LatentModel, node: str, steps: int = 9) -> torch.Tensor:
+    """The (steps, dim) values model.traverse(x, node, steps) gives `node`: a linear sweep over node_range
+    (its stored latents' 5-95% quantiles), computed exactly as LatentModel.traverse does."""
+    low, high = model.node_range(node)
+    t = torch.linspace(0, 1, steps, device=low.device)[:, None]
+    return low[None] + t * (high - low)[None]
+
+
+def _fmt(v: Any) -> str:
+    return f"{float(v):.2g}"
+
+
+def _value_label(v: torch.Tensor, max_lines: int = 4) -> str:
+    """A node value (dim,) as a column label: one line per dim, the first max_lines - 1 and a count past that."""
+    if v.numel() <= max_lines:
+        return "\n".join(_fmt(a) for a in v)
+    return "\n".join([*(_fmt(a) for a in v[:max_lines - 1]), f"+{v.numel() - max_lines + 1} dims"])
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable font
+    except (TypeError, ImportError):  # older Pillow or no FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _grid_labels(labels: Sequence[Any] | None, n: int, what: str) -> list[list[str]] | None:
+    """Each label as its lines; None stays None; a wrong count is an error naming what and both counts."""
+    if labels is None:
+        return None
+    if len(labels) != n:
+        raise ValueError(f"labelled_grid: {what} has {len(labels)} labels for {n} {what.split('_')[0]}s")
+    return [str(v).split("\n") for v in labels]
+
+
+def labelled_grid(tiles: torch.Tensor, *, row_labels: Sequence[Any] | None = None,
+                  col_labels: Sequence[Any] | None = None, title: str | None = None, min_side: int = 256,
+                  pad: int = 2, pad_value: float = 0.5, font_size: int = 12) -> torch.Tensor:
+    """Tiles (R, C, ch, h, w) in [0, 1] (ch 1 or 3) drawn as one labelled image: (3, H, W) float in [0, 1].
+
+    Every tile is upscaled by the smallest integer factor k that makes the R x C tiles at least min_side px
+    on their shorter side, nearest neighbour (each pixel becomes a k x k block of its value), and the tiles
+    sit pad px apart on a pad_value frame. Row labels go on the left, column labels above, the title on top,
+    in white margins (PIL's built-in font; a label may have several lines); with none of them the image is
+    the frame alone. 1-channel tiles become 3 equal channels.
+    """
+    from PIL import Image, ImageDraw
+
+    if tiles.dim() != 5 or tiles.shape[2] not in (1, 3):
+        raise ValueError(f"labelled_grid: tiles must be (rows, cols, 1 or 3 channels, h, w); got {tuple(tiles.shape)}")
+    n_rows, n_cols, _, h, w = tiles.shape
+    rows, cols = _grid_labels(row_labels, n_rows, "row_labels"), _grid_labels(col_labels, n_cols, "col_labels")
+    k = max(1, math.ceil(min_side / min(n_rows * h, n_cols * w)))
+    t = tiles.detach().float().cpu().clamp(0, 1).expand(-1, -1, 3, -1, -1)
+    t = t.repeat_interleave(k, dim=3).repeat_interleave(k, dim=4)  # nearest: (R, C, 3, k h, k w)
+    th, tw = h * k, w * k
+    # each tile padded right and below, laid out row-major, then the frame's top and left edges
+    t = F.pad(t, (0, pad, 0, pad), value=pad_value).permute(2, 0, 3, 1, 4)
+    grid = F.pad(t.reshape(3, n_rows * (th + pad), n_cols * (tw + pad)), (pad, 0, pad, 0), value=pad_value)
+    if rows is None and cols is None and title is None:
+        return grid.contiguous()
+
+    font = _font(font_size)
+    line = font.getbbox("Ag")[3] + 3  # line height
+
+    def width(lines: list[str]) -> float:
+        return max(font.getlength(s) for s in lines)
+
+    margin, gap = 6, 6
+    over = max(0.0, max(width(c) for c in cols) - tw) / 2 if cols else 0.0  # column labels wider than a tile
+    left = math.ceil(max([margin + over, *(margin + width(r) + gap for r in rows or [])]))
+    title_lines = title.split("\n") if title is not None else []
+    top = margin + line * len(title_lines) + (4 if title_lines else 0)
+    top += line * max(len(c) for c in cols) + 4 if cols else 0
+    gh, gw = grid.shape[1:]
+    title_w = math.ceil(width(title_lines)) if title_lines else 0
+    size = (max(left + gw + math.ceil(over) + margin, title_w + 2 * margin), top + gh + margin)
+    canvas = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, s in enumerate(title_lines):  # centred over the tiles, kept inside the image
+        x = min(max(margin, left + gw / 2 - font.getlength(s) / 2), size[0] - margin - font.getlength(s))
+        draw.text((x, margin + i * line), s, fill="black", font=font)
+    for c, lines in enumerate(cols or []):  # centred above each column, the last line just above the frame
+        xc = left + pad + c * (tw + pad) + tw / 2
+        for i, s in enumerate(lines):
+            draw.text((xc - font.getlength(s) / 2, top - 4 - (len(lines) - i) * line), s, fill="black", font=font)
+    for r, lines in enumerate(rows or []):  # right-aligned left of each row, centred on it
+        yc = top + pad + r * (th + pad) + th / 2
+        for i, s in enumerate(lines):
+            draw.text((left - gap - font.getlength(s), yc - len(lines) * line / 2 + i * line), s, fill="black",
+                      font=font)
+    out = torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
+    out[:, top:top + gh, left:left + gw] = grid  # the tiles exactly (not through uint8)
+    return out
 
 
 def _is_matrix(value: Any) -> bool:
