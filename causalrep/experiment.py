@@ -16,7 +16,7 @@ from .errors import CausalrepError
 from .graph.latent import LatentGraph
 from .metrics import METRICS
 from .models.base import LatentModel
-from .report import write_report
+from .report import read_baseline, write_report
 from .spec import dump_spec, load_spec, to_dict
 from .spec.schema import Spec
 from .track import make_tracker
@@ -48,6 +48,7 @@ class Experiment:
         if device is not None:
             spec = attrs.evolve(spec, train=attrs.evolve(spec.train, device=device))
         self.spec = spec
+        self.baseline = read_baseline(spec.evaluate.baseline)  # checked before anything is made or trained
         self.out = Path(out)
         distributed.init(spec.train.device)  # joins torchrun's process group; nothing in a plain run
         self.resuming = run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file()
@@ -112,7 +113,7 @@ class Experiment:
             write_report(model=self.model, dataset=self.dataset, split=self.split, run_dir=self.run_dir,
                          metrics=metrics, tracker=tracker, step=trainer.step,
                          traversal_steps=spec.evaluate.traversal_steps, sampling=spec.evaluate.sampling,
-                         seed=spec.seed)
+                         seed=spec.seed, baseline=self.baseline)
             return metrics
         finally:
             tracker.close()

@@ -6,12 +6,14 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.utils import save_image
 
 from .data.base import GroundTruthDataset, Split
+from .errors import SpecError
 from .generate import sample_images
 from .models.base import LatentModel
 from .track.base import Tracker
@@ -20,7 +22,8 @@ from .track.base import Tracker
 @torch.no_grad()
 def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Split, run_dir: str | Path,
                  metrics: dict[str, Any], tracker: Tracker | None = None, step: int = 0, n_images: int = 8,
-                 traversal_steps: int = 9, sampling: tuple[str, ...] = ("hybrid",), seed: int = 0) -> dict[str, Path]:
+                 traversal_steps: int = 9, sampling: tuple[str, ...] = ("hybrid",), seed: int = 0,
+                 baseline: Baseline | None = None) -> dict[str, Path]:
     """Write metrics.json and the labelled PNG grids into run_dir (and to the tracker as images)."""
     run_dir = Path(run_dir)
     device = next(model.parameters()).device
@@ -72,7 +75,8 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
         if tracker is not None:
             tracker.log_image(name, grid, step=step, context="report")
     files["report"] = run_dir / "report.md"
-    files["report"].write_text(markdown(metrics, files, title=run_dir.parent.name + " / " + run_dir.name))
+    files["report"].write_text(markdown(metrics, files, title=run_dir.parent.name + " / " + run_dir.name,
+                                        baseline=baseline))
     return files
 
 
@@ -230,15 +234,58 @@ def _matrix_table(name: str, matrix: list, metrics: dict[str, Any]) -> list[str]
     return lines
 
 
-def markdown(metrics: dict[str, Any], files: dict[str, Path], title: str) -> str:
-    """report.md: the metric table (matrices as their own tables), then every grid, linked relative to the run
-    folder."""
-    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
+@attrs.frozen
+class Baseline:
+    """The mean metrics of the finished runs under a folder (evaluate.baseline), for the report's comparison."""
+
+    path: Path
+    runs: int
+    means: dict[str, float]
+
+    @property
+    def label(self) -> str:
+        return f"{self.path} ({self.runs} run{'s' if self.runs != 1 else ''})"
+
+
+def read_baseline(path: str | Path | None) -> Baseline | None:
+    """Mean of every numeric metric over the metrics.json files under `path`; None for no path. A folder that
+    does not exist or holds no runs is a SpecError naming evaluate.baseline and the folder."""
+    if path is None:
+        return None
+    root = Path(path)
+    files = sorted(root.rglob("metrics.json")) if root.is_dir() else []
+    if not files:
+        raise SpecError("evaluate.baseline", f"no finished runs (metrics.json) under {root} (relative to "
+                                             f"{Path.cwd()})")
+    values: dict[str, list[float]] = {}
+    for f in files:
+        for k, v in json.loads(f.read_text()).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+                values.setdefault(k, []).append(float(v))
+    return Baseline(path=root, runs=len(files), means={k: float(np.mean(v)) for k, v in values.items()})
+
+
+def _value(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def markdown(metrics: dict[str, Any], files: dict[str, Path], title: str, baseline: Baseline | None = None) -> str:
+    """report.md: the metric table (with the baseline's mean beside each metric it has), matrices as their own
+    tables, then every grid, linked relative to the run folder."""
+    lines = [f"# {title}", ""]
+    if baseline is not None:
+        lines += [f"Beside each metric: the mean of {baseline.label}, trained with the same budget.", "",
+                  "| metric | value | baseline |", "|---|---|---|"]
+    else:
+        lines += ["| metric | value |", "|---|---|"]
     matrices = {k: v for k, v in metrics.items() if _is_matrix(v)}
     for k, v in sorted(metrics.items()):
         if k in matrices:
             continue
-        lines.append(f"| {k} | {v:.6g} |" if isinstance(v, (float, np.floating)) else f"| {k} | {v} |")
+        row = f"| {k} | {_value(v)} |"
+        if baseline is not None:
+            row += f" {_value(baseline.means[k]) if k in baseline.means else '–'} |"
+        lines.append(row)
     for k, v in sorted(matrices.items()):
         lines += _matrix_table(k, v, metrics)
     for name, path in files.items():
@@ -247,8 +294,13 @@ def markdown(metrics: dict[str, Any], files: dict[str, Path], title: str) -> str
     return "\n".join(lines) + "\n"
 
 
-def summary(metrics: dict[str, Any]) -> str:
-    """One line per metric, for the terminal."""
+def summary(metrics: dict[str, Any], baseline: Baseline | None = None) -> str:
+    """One line per metric, for the terminal; with a baseline, its mean in a second column."""
     width = max((len(k) for k in metrics), default=0)
-    return "\n".join(f"  {k:<{width}}  {v:.6g}" if isinstance(v, (float, np.floating)) else f"  {k:<{width}}  {v}"
-                     for k, v in sorted(metrics.items()))
+    rows = [(k, _value(v)) for k, v in sorted(metrics.items())]
+    if baseline is None:
+        return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+    vw = max((len(v) for _, v in rows), default=5)
+    head = f"  {'metric':<{width}}  {'value':>{vw}}  baseline: {baseline.label}"
+    return "\n".join([head] + [f"  {k:<{width}}  {v:>{vw}}  {_value(baseline.means[k]) if k in baseline.means else '–'}"
+                                for k, v in rows])

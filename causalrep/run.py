@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     finally:
         distributed.cleanup()
     if main_rank:
-        print(f"done: {exp.run_dir}\n{summary(metrics)}")
+        print(f"done: {exp.run_dir}\n{summary(metrics, exp.baseline)}")
     return 0
 
 

@@ -27,6 +27,9 @@ from .errors import CausalrepError
 TABLE1 = {"dci_disentanglement": "DCI-d", "irs": "IRS", "mig": "MIG", "sap": "SAP", "modexp_modularity": "ModExp",
           "dci_completeness": "DCI-c"}
 SKIP = {"step"}  # bookkeeping, not a metric
+# column names of the results tables (table.yaml layouts): Table 1's and the other metrics the tables report
+NAMES = {**TABLE1, "dci_informativeness_test": "DCI-i (test acc.)", "val_recon_error": "recon. BCE / image",
+         "modexp_explicitness_test": "Explicitness"}
 
 
 @attrs.frozen
@@ -194,10 +197,10 @@ def markdown_layout(table: dict[str, dict[str, Cell]], cols: list[str], layout: 
     with_paper = [c for c in cols if any(c in layout.paper.get(g, {}) for g in table)]
     head, align = [], []
     for c in cols:
-        head.append(TABLE1.get(c, c))
+        head.append(NAMES.get(c, c))
         align.append("---:")
         if c in with_paper:
-            head.append(f"{TABLE1.get(c, c)} ({layout.paper_label})")
+            head.append(f"{NAMES.get(c, c)} ({layout.paper_label})")
             align.append("---:")
     what = f"{metric}, " if metric else ""
     lines = [f"### {layout.title or 'runs'}", ""]

@@ -101,3 +101,29 @@ def test_every_report_png_is_at_least_256_px_and_traversals_is_written(tmp_path)
     for p in pngs:  # a tiny sae writes no matrix heat maps
         with Image.open(p) as im:
             assert min(im.size) >= 256, (p.name, im.size)
+
+
+def test_baseline_means_go_beside_each_metric_in_report_and_summary(tmp_path):
+    import json
+
+    from causalrep.errors import SpecError
+    from causalrep.report import markdown, read_baseline, summary
+
+    for seed, (mig, dci) in enumerate([(0.1, 0.2), (0.3, 0.4)]):
+        run = tmp_path / "ae" / f"s{seed}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"mig": mig, "dci_disentanglement": dci, "step": 5}))
+    base = read_baseline(tmp_path / "ae")
+    assert base.runs == 2 and base.means == pytest.approx({"mig": 0.2, "dci_disentanglement": 0.3})
+    md = markdown({"mig": 0.5, "sap": 0.25}, {}, "t", baseline=base)
+    assert "| metric | value | baseline |" in md
+    assert "| mig | 0.5 | 0.2 |" in md and "| sap | 0.25 | – |" in md  # a metric the baseline lacks: a dash
+    text = summary({"mig": 0.5}, base)
+    assert "baseline:" in text.splitlines()[0] and text.splitlines()[1].split() == ["mig", "0.5", "0.2"]
+    with pytest.raises(SpecError, match="evaluate.baseline: no finished runs"):
+        read_baseline(tmp_path / "none")
+    # an Experiment checks its baseline folder before it trains anything
+    with pytest.raises(SpecError, match="evaluate.baseline"):
+        Experiment(tiny_spec("sae", overrides=[f"evaluate.baseline={tmp_path / 'none'}"]), out=tmp_path / "runs",
+                   progress=False)
+    assert not (tmp_path / "runs").exists()  # and leaves no empty run folder behind

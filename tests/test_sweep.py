@@ -125,7 +125,8 @@ def test_shipped_sweeps_expand_and_every_run_validates(path, tmp_path):
     s = sw.load_sweep(path, out=tmp_path / "out")
     specs = {r.label: r.spec() for r in s.runs}
     sw.check_heldout(s, specs)
-    expected = {"smoke": 2 * 2, "table1": 11 * 3, "extrapolation": 7 * 3 * 4, "transfer": 7 * 3 * 3}[s.name]
+    expected = {"smoke": 2 * 2, "table1": 11 * 3, "extrapolation": 7 * 3 * 4, "transfer": 7 * 3 * 3,
+                "table1_cpu": 4 * 3}[s.name]
     assert len(s.runs) == expected
     assert all(spec.track.experiment == s.name for spec in specs.values())
     if s.name == "extrapolation":  # 001 sec 3.2: 80k steps without the ball, then 20k on everything
@@ -133,6 +134,11 @@ def test_shipped_sweeps_expand_and_every_run_validates(path, tmp_path):
         assert first.data.exclude == {"shape": ("sphere",)} and first.train.steps == 80000
         assert enc.data.exclude == {} and enc.train.steps == 20000 and enc.train.trainable == "encoder"
         assert enc.train.init_from == str((tmp_path / "out" / "sae12-neither" / "s0").resolve())
+    if s.name == "table1_cpu":  # every model on the same budget, in fp32, on 10,000 / 5,000 metric points
+        assert {(sp.train.steps, sp.train.lr, sp.train.lr_schedule, sp.train.precision, sp.model.latent_dim,
+                 sp.evaluate.val_samples, sp.data.resolution) for sp in specs.values()} == {
+            (3000, 1.5e-3, "cosine", "fp32", 12, 10000, 32)}
+        assert specs["btcvae/s0"].model.estimator == "mws"
     if s.name == "transfer":  # 000 sec 3: boxes + cylinders, then balls, then capsules, in series
         chain = [specs[f"sae12-stage{i}/s0"] for i in (1, 2, 3)]
         assert [c.data.include["shape"] for c in chain] == [("cube", "cylinder"), ("sphere",), ("capsule",)]

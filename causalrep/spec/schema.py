@@ -520,6 +520,9 @@ class EvaluateSpec:
                                   "model (10-25x faster, within 0.1 of reference: tools/bench_metrics.py)",
                      choices=("reference", "fast"))
     traversal_steps: int = field(9, help="columns of each traversal grid")
+    baseline: str | None = field(None, help="a folder of finished runs trained with the same budget (e.g. "
+                                            "results/quickstart/ae, relative to the working directory): report.md "
+                                            "and the terminal summary put their mean beside each metric")
     hybrid_latents: int = field(128, help="latents stored for hybrid sampling (001 sec 2.3: N = 128)")
 
 
