@@ -1,4 +1,4 @@
-"""Benchmark SAE-12 training steps/s: a naive eager loop vs the Trainer's channels_last/no-sync/compile/bf16 settings."""
+"""Benchmark SAE-12 training steps/s: naive eager vs the Trainer's channels_last/no-sync/compile/bf16 and CUDA graphs."""
 from __future__ import annotations
 
 import argparse
@@ -29,9 +29,17 @@ from causalrep.train.trainer import Trainer, describe_device  # noqa: E402
 TOL = {"fp32": 1e-3, "bf16": 3e-2}
 CPU_VARIANTS = {"naive": None, "nosync": {}, "channels_last": {"channels_last": True},
                 "compile": {"compile": True}, "compile+channels_last": {"compile": True, "channels_last": True}}
+# "+graph": the whole Trainer step captured in one CUDA graph (GraphedStep); not a Trainer option, so
+# tools/gpu_check.py trains with the best variant without it
 CUDA_VARIANTS = {**CPU_VARIANTS, "bf16": {"precision": "bf16"},
                  "bf16+channels_last": {"precision": "bf16", "channels_last": True},
-                 "bf16+compile+channels_last": {"precision": "bf16", "compile": True, "channels_last": True}}
+                 "bf16+compile+channels_last": {"precision": "bf16", "compile": True, "channels_last": True},
+                 "bf16+channels_last+graph": {"precision": "bf16", "channels_last": True, "cuda_graph": True},
+                 "bf16+compile+channels_last+graph": {"precision": "bf16", "compile": True, "channels_last": True,
+                                                      "cuda_graph": True}}
+# eager steps before the capture (torch.cuda.graph's docs warm up a few iterations on a side stream so
+# cuDNN/cuBLAS workspaces, the optimiser state and, with compile, the compiled code exist before capture)
+GRAPH_WARMUP = 3
 
 
 class NullTracker:
@@ -46,11 +54,47 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+class GraphedStep:
+    """The Trainer's whole step (forward, backward, fused Adam) captured once in a CUDA graph and replayed on
+    a static input: one graph launch per step instead of the few hundred small kernel launches that bound
+    SAE-12 at batch 128 (torch.cuda.graph's whole-network capture). Calls 1..GRAPH_WARMUP run eagerly."""
+
+    def __init__(self, trainer: Trainer, example: torch.Tensor):
+        # torch.optim refuses to step inside a capture unless every param group is capturable (its state then
+        # lives on the device, as fused Adam's does anyway); set before the first step creates that state
+        for opt in (trainer.optimizer, *trainer.aux_optimizers.values()):
+            for group in opt.param_groups:
+                group["capturable"] = True
+        self.trainer = trainer
+        self.static_x = example.clone()  # same shape and memory format as every batch
+        self.side = torch.cuda.Stream(example.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static_loss: torch.Tensor | None = None
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.graph is None and self.calls <= GRAPH_WARMUP:
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                loss = self.trainer.train_step(x).loss.detach()
+            torch.cuda.current_stream().wait_stream(self.side)
+            return loss
+        if self.graph is None:  # capture records the step's kernels without running them
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_loss = self.trainer.train_step(self.static_x).loss.detach()
+        self.static_x.copy_(x)
+        self.graph.replay()
+        return self.static_loss.clone()  # the next replay overwrites static_loss
+
+
 class Runner:
     """One variant: its own model (same seed => same init) and a step function on a fixed batch pool."""
 
     def __init__(self, name, opts, spec, device, batches, run_dir):
         self.name, self.opts, self.device = name, opts, device
+        graphed = bool(opts and opts.get("cuda_graph"))
         model = build_model(spec, dataset=types.SimpleNamespace(channels=3, true_graph=None))  # seeds init
         t = spec.train
         if opts is None:  # the naive habit: eager, fp32, NCHW, default (for-each) Adam, .item() every step
@@ -59,7 +103,7 @@ class Runner:
             self.step = self._naive_step
             self.precision, fmt = "fp32", torch.contiguous_format
         else:
-            opts = {"precision": "fp32", **opts}
+            opts = {k: v for k, v in {"precision": "fp32", **opts}.items() if k != "cuda_graph"}
             self.trainer = Trainer(model=model, dataset=types.SimpleNamespace(channels=3), split=Split(8, (1.0, 0.0), 0),
                                    run_dir=run_dir, tracker=NullTracker(), steps=1, batch_size=t.batch_size, lr=t.lr,
                                    betas=tuple(t.betas), device=device.type, progress=False, resident="never",
@@ -68,6 +112,8 @@ class Runner:
             self.precision, fmt = opts["precision"], self.trainer.memory_format
         # the layout change is the Trainer's next_batch work; done once here so only the step is timed
         self.batches = [b.contiguous(memory_format=fmt) for b in batches]
+        if graphed:
+            self.step = GraphedStep(self.trainer, self.batches[0])
         self.losses: list[torch.Tensor] = []
         self.first_step_s = 0.0
         self.rates: list[float] = []
@@ -160,11 +206,18 @@ def main(argv=None) -> int:
           flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        runners = []
+        runners, failed = [], {}
         for name, opts in variants.items():
             t0 = time.perf_counter()
-            r = Runner(name, opts, spec, device, batches, Path(tmp) / name)
-            r.check(args.check_steps)
+            try:
+                r = Runner(name, opts, spec, device, batches, Path(tmp) / name)
+                r.check(args.check_steps)
+            except Exception as exc:  # an optional fast path (compile, CUDA graphs) may not work here: report it
+                if opts is None:
+                    raise  # nothing to compare against without the naive loop
+                failed[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                print(f"#   {name}: FAILED ({failed[name]})", flush=True)
+                continue
             runners.append(r)
             print(f"#   {name}: {args.check_steps} check steps in {time.perf_counter() - t0:.1f}s "
                   f"(first step {r.first_step_s:.1f}s)", flush=True)
@@ -177,7 +230,7 @@ def main(argv=None) -> int:
 
     naive = runners[0]
     ref = torch.stack(naive.losses).cpu()
-    rows, best = [], (None, 0.0)
+    rows, best, record = [], (None, 0.0), {}
     naive_rate = statistics.median(naive.rates)
     for r in runners:
         rate = statistics.median(r.rates)
@@ -197,9 +250,16 @@ def main(argv=None) -> int:
             note.append(f"compile {max(r.first_step_s - 1 / rate, 0):.1f}s (excluded)")
         if cuda and r.opts is not None:
             note.append("fused Adam")
+        if r.opts is not None and r.opts.get("cuda_graph"):
+            note.append(f"CUDA graph after {GRAPH_WARMUP} eager steps")
         if ok and rate > best[1]:
             best = (r.name, rate)
         rows.append((r.name, rate, rate / naive_rate, "; ".join(note)))
+        record[r.name] = {"steps_per_s": round(rate, 4), "ratio": round(rate / naive_rate, 3), "equivalent": ok,
+                          "first_step_s": round(r.first_step_s, 2), "options": r.opts}
+    for name, why in failed.items():
+        rows.append((name, float("nan"), float("nan"), f"FAILED: {why}"))
+        record[name] = {"failed": why, "options": variants[name]}
 
     w = max(len(r[0]) for r in rows)
     print(f"\n{'variant':<{w}} | steps/s | ratio | notes")
@@ -207,8 +267,9 @@ def main(argv=None) -> int:
     for name, rate, ratio, note in rows:
         print(f"{name:<{w}} | {rate:7.3f} | {ratio:5.2f} | {note}")
     print(json.dumps({"naive_steps_per_s": round(naive_rate, 4), "best_steps_per_s": round(best[1], 4),
-                      "best_variant": best[0], "device": describe_device(device), "batch_size": B, "resolution": R,
-                      "torch": torch.__version__}))
+                      "best_variant": best[0], "ratio": round(best[1] / naive_rate, 3),
+                      "device": describe_device(device), "batch_size": B, "resolution": R, "torch": torch.__version__,
+                      "variants": record}))
     return 0
 
 
