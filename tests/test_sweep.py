@@ -126,7 +126,7 @@ def test_shipped_sweeps_expand_and_every_run_validates(path, tmp_path):
     specs = {r.label: r.spec() for r in s.runs}
     sw.check_heldout(s, specs)
     expected = {"smoke": 2 * 2, "table1": 11 * 3, "extrapolation": 7 * 3 * 4, "transfer": 7 * 3 * 3,
-                "table1_cpu": 4 * 3}[s.name]
+                "table1_cpu": 4 * 3, "quickstart": 2}[s.name]
     assert len(s.runs) == expected
     assert all(spec.track.experiment == s.name for spec in specs.values())
     if s.name == "extrapolation":  # 001 sec 3.2: 80k steps without the ball, then 20k on everything
@@ -139,6 +139,10 @@ def test_shipped_sweeps_expand_and_every_run_validates(path, tmp_path):
                  sp.evaluate.val_samples, sp.data.resolution) for sp in specs.values()} == {
             (3000, 1.5e-3, "cosine", "fp32", 12, 10000, 32)}
         assert specs["btcvae/s0"].model.estimator == "mws"
+    if s.name == "quickstart":  # the AE baseline has the quickstart's budget exactly
+        a, q = specs["ae/s0"], specs["sae12/s0"]
+        assert a.train == q.train and a.data == q.data and a.model.latent_dim == q.model.latent_dim == 12
+        assert a.evaluate.baseline is None and q.evaluate.baseline is None
     if s.name == "transfer":  # 000 sec 3: boxes + cylinders, then balls, then capsules, in series
         chain = [specs[f"sae12-stage{i}/s0"] for i in (1, 2, 3)]
         assert [c.data.include["shape"] for c in chain] == [("cube", "cylinder"), ("sphere",), ("capsule",)]
@@ -258,14 +262,14 @@ def test_smoke_sweep_end_to_end_table_equals_metrics_json(tmp_path):
     args = [str(ROOT / "specs" / "sweeps" / "smoke.yaml"), "--out", str(out), "--no-progress", "--results", str(results)]
     assert sw.main(args + [a for t in tiny for a in ("--set", t)]) == 0
     runs = sorted(p.parent for p in out.rglob("metrics.json"))
-    assert [f"{r.parent.name}/{r.name}" for r in runs] == ["ae/s0", "ae/s1", "sae6/s0", "sae6/s1"]
+    assert [f"{r.parent.name}/{r.name}" for r in runs] == ["ae/s0", "ae/s1", "sae12/s0", "sae12/s1"]
     for r in runs:
         spec = yaml.safe_load((r / "spec.yaml").read_text())
         assert spec["track"]["experiment"] == "smoke" and spec["seed"] == int(r.name[1:])
     assert tb.main([str(out)]) == 0
     rows = {row["model"]: row for row in csv.DictReader(open(out / "table.csv"))}
     md = (out / "table.md").read_text()
-    for model in ("ae", "sae6"):
+    for model in ("ae", "sae12"):
         ms = [json.loads((out / model / f"s{s}" / "metrics.json").read_text()) for s in (0, 1)]
         for key in ("mig", "val_recon_error"):
             values = [m[key] for m in ms]
@@ -275,7 +279,7 @@ def test_smoke_sweep_end_to_end_table_equals_metrics_json(tmp_path):
         assert f"| {model} | 2 | {cell} |" in md
     # --results keeps exactly the small files of each run, and they tabulate to the same table
     assert sorted(str(f.relative_to(results)) for f in results.rglob("*") if f.is_file()) == sorted(
-        f"{m}/s{s}/{n}" for m in ("ae", "sae6") for s in (0, 1) for n in ("metrics.json", "spec.yaml", "sweep.json"))
+        f"{m}/s{s}/{n}" for m in ("ae", "sae12") for s in (0, 1) for n in ("metrics.json", "spec.yaml", "sweep.json"))
     assert tb.main([str(results)]) == 0
     assert (results / "table.md").read_text() == md
     # a second call finds every run done and trains nothing
