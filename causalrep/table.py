@@ -139,7 +139,8 @@ def fmt(cell: Cell, digits: int) -> str:
     return text if cell.n == 1 else f"{text} ± {cell.std:.{digits}f}"
 
 
-LAYOUT_KEYS = ("title", "intro", "metrics", "columns", "rows", "labels", "paper", "paper_label", "digits", "notes")
+LAYOUT_KEYS = ("title", "intro", "runs", "metrics", "columns", "rows", "labels", "paper", "paper_label", "digits",
+               "notes")
 
 
 @attrs.frozen
@@ -149,11 +150,14 @@ class Layout:
     title / intro: the heading and a paragraph above the table; metrics, columns, digits: as the CLI's;
     rows: row order (groups not listed follow, sorted) and labels: group -> printed name; paper: group ->
     {column: the paper's figure} (or a string such as "–"), printed in a column "<col> (<paper_label>)"
-    after each column that has any; notes: lines printed under the table (command, data, estimator).
+    after each column that has any; notes: lines printed under the table (command, data, estimator);
+    runs: folders of the runs, relative to the table.yaml (default: its own folder), so a second table can
+    be made of the same runs (claim b's FIDs of claim a's runs).
     """
 
     title: str | None = None
     intro: str | None = None
+    runs: tuple[str, ...] = ()
     metrics: tuple[str, ...] | None = None
     columns: str = "metrics"
     rows: tuple[str, ...] = ()
@@ -175,7 +179,7 @@ def read_layout(folder: Path) -> Layout | None:
     unknown = sorted(set(data) - set(LAYOUT_KEYS))
     if unknown:
         raise CausalrepError(f"{path}: unknown key {unknown[0]!r}; valid: {', '.join(LAYOUT_KEYS)}")
-    for key in ("metrics", "rows", "notes"):
+    for key in ("metrics", "rows", "notes", "runs"):
         if key in data:
             data[key] = tuple(data[key])
     return Layout(**data)
@@ -258,7 +262,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         layout = read_layout(Path(args.runs[0]))  # a results folder's table.yaml (docs/results.md's tables)
-        records = [read_run(r) for r in find_runs(args.runs)]
+        sources = [str(Path(args.runs[0]) / r) for r in layout.runs] if layout and layout.runs else args.runs
+        records = [read_run(r) for r in find_runs(sources)]
         wanted = args.metrics.split(",") if args.metrics else (list(layout.metrics) if layout and layout.metrics
                                                                 else None)
         columns = args.columns or (layout.columns if layout else "metrics")

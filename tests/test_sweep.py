@@ -335,5 +335,9 @@ def test_table_layout_orders_rows_adds_paper_figures_and_notes(tmp_path):
         "| model | runs | DCI-d | DCI-d (001) | MIG |\n|---|---:|---:|---:|---:|\n"
         "| SAE-6 | 2 | 0.600 ± 0.141 | 0.815 | 0.100 ± 0.000 |\n"  # sample std of 0.5, 0.7 = 0.1414
         "| ae | 1 | 0.200 | 0.326 | 0.050 |\n\nCommand: x\n")
+    # a second table of the same runs, from another folder (runs: relative to its table.yaml)
+    write(tmp_path / "second" / "table.yaml", {"title": "b", "runs": [".."], "metrics": ["mig"], "rows": ["ae"]})
+    assert tb.main([str(tmp_path / "second")]) == 0
+    assert "| ae | 1 | 0.050 |\n| sae6 | 2 | 0.100 ± 0.000 |\n" in (tmp_path / "second" / "table.md").read_text()
     write(tmp_path / "table.yaml", {"colour": "red"})
     assert tb.main([str(tmp_path)]) == 1
