@@ -119,10 +119,12 @@ def _grid_labels(labels: Sequence[Any] | None, n: int, what: str) -> list[list[s
 
 def labelled_grid(tiles: torch.Tensor, *, row_labels: Sequence[Any] | None = None,
                   col_labels: Sequence[Any] | None = None, title: str | None = None, min_side: int = 256,
+                  min_tile: int = 64,
                   pad: int = 2, pad_value: float = 0.5, font_size: int = 12) -> torch.Tensor:
     """Tiles (R, C, ch, h, w) in [0, 1] (ch 1 or 3) drawn as one labelled image: (3, H, W) float in [0, 1].
 
-    Every tile is upscaled by the smallest integer factor k that makes the R x C tiles at least min_side px
+    Every tile is upscaled by the smallest integer factor k that makes each tile at least min_tile px on its
+    shorter side and the R x C tiles at least min_side px
     on their shorter side, nearest neighbour (each pixel becomes a k x k block of its value), and the tiles
     sit pad px apart on a pad_value frame. Row labels go on the left, column labels above, the title on top,
     in white margins (PIL's built-in font; a label may have several lines); with none of them the image is
@@ -134,7 +136,7 @@ def labelled_grid(tiles: torch.Tensor, *, row_labels: Sequence[Any] | None = Non
         raise ValueError(f"labelled_grid: tiles must be (rows, cols, 1 or 3 channels, h, w); got {tuple(tiles.shape)}")
     n_rows, n_cols, _, h, w = tiles.shape
     rows, cols = _grid_labels(row_labels, n_rows, "row_labels"), _grid_labels(col_labels, n_cols, "col_labels")
-    k = max(1, math.ceil(min_side / min(n_rows * h, n_cols * w)))
+    k = max(1, math.ceil(min_side / min(n_rows * h, n_cols * w)), math.ceil(min_tile / min(h, w)))
     t = tiles.detach().float().cpu().clamp(0, 1).expand(-1, -1, 3, -1, -1)
     t = t.repeat_interleave(k, dim=3).repeat_interleave(k, dim=4)  # nearest: (R, C, 3, k h, k w)
     th, tw = h * k, w * k

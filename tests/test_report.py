@@ -43,7 +43,10 @@ def test_tiles_are_upscaled_nearest_to_the_minimum_side():
 
 
 def test_minimum_side_is_a_parameter_and_big_tiles_are_not_scaled():
-    assert labelled_grid(known_tiles(h=8, w=8), min_side=64).shape[1] == 2 * (8 * 4 + 2) + 2  # k = 4
+    assert labelled_grid(known_tiles(h=8, w=8), min_side=64, min_tile=1).shape[1] == 2 * (8 * 4 + 2) + 2  # k = 4
+    # each tile at least min_tile px: 12 rows of 32 px tiles already pass 256 at k = 1, min_tile 64 asks k = 2
+    assert labelled_grid(torch.rand(12, 9, 3, 32, 32)).shape[1] == 12 * (32 * 2 + 2) + 2
+    assert labelled_grid(torch.rand(12, 9, 3, 32, 32), min_tile=1).shape[1] == 12 * (32 + 2) + 2
     big = torch.rand(2, 2, 3, 200, 200)
     assert labelled_grid(big).shape == (3, 2 * 202 + 2, 2 * 202 + 2)  # k = 1
 
