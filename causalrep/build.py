@@ -40,9 +40,9 @@ def build_dataset(spec: Spec) -> GroundTruthDataset:
     p = d.perturbation
     if isinstance(p, PatternPerturbationSpec):
         s = factor_s(dataset, p.factor, p.scale) if p.factor is not None else latent_s(p.run, p.scale)
-        dataset = PatternPerturbation(dataset, epsilon=p.epsilon, s=s, seed=p.seed)
+        dataset = PatternPerturbation(dataset, epsilon=p.epsilon, s=s, seed=p.seed, fit=p.fit)
     elif isinstance(p, UniformPerturbationSpec):
-        dataset = UniformNoise(dataset, epsilon=p.epsilon, seed=p.seed)
+        dataset = UniformNoise(dataset, epsilon=p.epsilon, seed=p.seed, fit=p.fit)
     return dataset
 
 

@@ -12,10 +12,24 @@ from .base import GroundTruthDataset
 PATTERN_ROWS = 4096  # rows of the random pattern beyond the image; shifts wrap modulo (H + PATTERN_ROWS)
 
 
-class PerturbedDataset(GroundTruthDataset):
-    """Wraps a dataset, keeping its factors and labels, and perturbs every image it returns."""
+FITS = ("rescale", "clamp")
 
-    def __init__(self, base: GroundTruthDataset):
+
+class PerturbedDataset(GroundTruthDataset):
+    """Wraps a dataset, keeping its factors and labels, and perturbs every image it returns.
+
+    x + delta lies in [-eps, 1 + eps]; BCE needs targets in [0, 1]. fit="rescale" maps it back linearly,
+    x~ = (x + delta + eps) / (1 + 2 eps), which keeps the whole pattern on every pixel (the relative amplitude
+    becomes eps / (1 + 2 eps)); fit="clamp" cuts it at 0 and 1, which on a binary image (dSprites) keeps
+    only +eps on the background and -eps on the sprite: half of 002's pattern.
+    """
+
+    epsilon: float
+
+    def __init__(self, base: GroundTruthDataset, fit: str = "rescale"):
+        if fit not in FITS:
+            raise DataError(f"data.perturbation.fit: unknown {fit!r}; valid: {', '.join(FITS)}")
+        self.fit = fit
         self.base = base
         self.factor_names, self.factor_sizes = base.factor_names, base.factor_sizes
         self.factor_value_names = base.factor_value_names
@@ -39,7 +53,10 @@ class PerturbedDataset(GroundTruthDataset):
 
     def images(self, factors: np.ndarray, device=None) -> torch.Tensor:
         x = self.base.images(factors) if device is None else self.base.images(factors, device=device)
-        return (x + self.delta(np.asarray(factors), x)).clamp(0.0, 1.0)  # BCE needs targets in [0, 1]
+        y = x + self.delta(np.asarray(factors), x)
+        if self.fit == "clamp":
+            return y.clamp(0.0, 1.0)
+        return (y + self.epsilon) / (1.0 + 2.0 * self.epsilon)
 
     def delta(self, factors: np.ndarray, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -55,8 +72,8 @@ class PatternPerturbation(PerturbedDataset):
     """
 
     def __init__(self, base: GroundTruthDataset, *, epsilon: float, s: Callable[[np.ndarray, torch.Tensor], torch.Tensor],
-                 seed: int = 0):
-        super().__init__(base)
+                 seed: int = 0, fit: str = "rescale"):
+        super().__init__(base, fit)
         self.epsilon, self.s = epsilon, s
         g = torch.Generator().manual_seed(seed)
         r = base.resolution
@@ -79,8 +96,8 @@ class UniformNoise(PerturbedDataset):
     """The control of 002 sec 5.3: pixel-wise uniform noise in [-eps, eps], fixed per image (seeded by
     the image's flat index, so an image looks the same every time it is drawn)."""
 
-    def __init__(self, base: GroundTruthDataset, *, epsilon: float, seed: int = 0):
-        super().__init__(base)
+    def __init__(self, base: GroundTruthDataset, *, epsilon: float, seed: int = 0, fit: str = "rescale"):
+        super().__init__(base, fit)
         self.epsilon, self.seed = epsilon, seed
 
     def delta(self, factors, x):

@@ -25,6 +25,9 @@ class PatternPerturbationSpec(PerturbationSpec):
     run: str | None = field(None, help="s = least-noisy latent of this trained VAE run folder (002 eq. 6)")
     scale: float = field(1.0, help="s is multiplied by this before the shift")
     seed: int = field(0, help="seed of the pattern p and the column factors c_j")
+    fit: str = field("rescale", help="back into [0, 1] for BCE: rescale = (x + delta + eps) / (1 + 2 eps), the whole "
+                                    "pattern kept; clamp = cut at 0 and 1 (half the pattern on binary images)",
+                     choices=("rescale", "clamp"))
 
     def __attrs_post_init__(self):
         if (self.factor is None) == (self.run is None):
@@ -38,6 +41,9 @@ class UniformPerturbationSpec(PerturbationSpec):
 
     epsilon: float = field(0.1, help="noise magnitude (the same as the pattern's for the control)")
     seed: int = field(0, help="noise seed")
+    fit: str = field("rescale", help="back into [0, 1] for BCE: rescale = (x + delta + eps) / (1 + 2 eps), the whole "
+                                    "pattern kept; clamp = cut at 0 and 1 (half the pattern on binary images)",
+                     choices=("rescale", "clamp"))
 
 
 @frozen

@@ -11,7 +11,7 @@ import torch
 from causalrep.build import build_dataset, build_split
 from causalrep.data import DATASETS, Split, factor_mask
 from causalrep.data.perturb import PatternPerturbation, UniformNoise, factor_s
-from causalrep.errors import SpecError
+from causalrep.errors import DataError, SpecError
 from causalrep.spec import load_spec
 
 from conftest import tiny_data
@@ -80,17 +80,30 @@ def test_pattern_shifts_by_round_s_over_c_on_a_hand_case():
         k = int(np.round(5.0 / float(c[j])))
         assert torch.equal(f[1, :, j], p[k:k + 6, j]), (j, k)
     assert set(p.unique().tolist()) == {-1.0, 1.0} and set(c.unique().tolist()) <= {1.0, 2.0, 3.0, 4.0}
-    x = pert.images(np.array([[5]]))
+    clamped = PatternPerturbation(base, epsilon=0.1, s=factor_s(base, "s"), seed=0, fit="clamp")
+    x = clamped.images(np.array([[5]]))
     assert torch.allclose(x[0, 0], (0.1 * f[1]).clamp(0, 1))  # black image: only the +eps cells survive
+    # rescale: (x + eps f + eps) / (1 + 2 eps) keeps both signs, 0 and 0.2 / 1.2 on the black image
+    x = pert.images(np.array([[5]]))
+    assert torch.allclose(x[0, 0], (0.1 * f[1] + 0.1) / 1.2)
+    assert set(torch.round(x[0, 0] * 1.2 / 0.2).unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(DataError, match="data.perturbation.fit: unknown 'wrap'"):
+        PatternPerturbation(base, epsilon=0.1, s=factor_s(base, "s"), fit="wrap")
 
 
 def test_perturbation_keeps_labels_and_magnitude():
-    spec = load_spec(data=tiny_data("sae"), overrides=["data.perturbation={kind: pattern, factor: posX, epsilon: 0.05}"])
+    spec = load_spec(data=tiny_data("sae"), overrides=["data.perturbation={kind: pattern, factor: posX, epsilon: 0.05, "
+                                                       "fit: clamp}"])
     ds = build_dataset(spec)
     plain = DATASETS.get("dsprites")(resolution=16)
     f = plain.sample_factors(16, np.random.default_rng(0))
     diff = ds.images(f) - plain.images(f)
     assert diff.abs().max() <= 0.05 + 1e-6 and diff.abs().max() > 0.04  # ||x~ - x||_inf <= eps (002 eq. 5)
+    # the default rescale: undoing the affine map leaves x + eps f(s) exactly, every pixel moved by eps
+    rescaled = build_dataset(load_spec(data=tiny_data("sae"), overrides=[
+        "data.perturbation={kind: pattern, factor: posX, epsilon: 0.05}"]))
+    undone = rescaled.images(f) * 1.1 - 0.05 - plain.images(f)
+    assert torch.allclose(undone.abs(), torch.full_like(undone, 0.05), atol=1e-6)
     assert ds.factor_names == plain.factor_names and ds.factor_sizes == plain.factor_sizes
     with pytest.raises(SpecError, match="exactly one of `factor` or `run`"):
         load_spec(data=tiny_data("sae"), overrides=["data.perturbation={kind: pattern}"])
@@ -142,4 +155,4 @@ def test_perturbation_from_a_trained_vae_uses_its_least_noisy_latent(tmp_path):
     plain = DATASETS.get("dsprites")(resolution=16).images(f)
     with torch.no_grad():
         s = 3.0 * run.model.posterior(plain)[0][:, j]
-    assert torch.allclose(ds.images(f), (plain + 0.1 * ds.f(s)[:, None]).clamp(0, 1))
+    assert torch.allclose(ds.images(f), (plain + 0.1 * ds.f(s)[:, None] + 0.1) / 1.2, atol=1e-6)
