@@ -1,0 +1,70 @@
+"""Golden values: every spec in specs/ at toy size reproduces tests/golden/values.json (tools/make_golden.py).
+
+They pin today's numerics (20 fixed-seed CPU steps, a fixed evaluation) so that a refactor which should not
+change the numbers provably does not; tests/golden/README.md has the rule for changing them on purpose.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("make_golden", ROOT / "tools" / "make_golden.py")
+make_golden = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_golden)
+
+STORED = json.loads(make_golden.VALUES.read_text()) if make_golden.VALUES.is_file() else {}
+REL, ABS = 1e-6, 1e-9
+REGENERATE = "python tools/make_golden.py"
+
+
+def differences(stored, now, where: str = "") -> list[str]:
+    """Every place where `now` departs from `stored`: floats beyond rel=1e-6 / abs=1e-9, anything else exactly."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        out = [f"{where}.{k}: missing now" for k in stored if k not in now]
+        out += [f"{where}.{k}: new (not stored)" for k in now if k not in stored]
+        for k in stored:
+            if k in now:
+                out += differences(stored[k], now[k], f"{where}.{k}" if where else k)
+        return out
+    if isinstance(stored, list) and isinstance(now, list):
+        if len(stored) != len(now):
+            return [f"{where}: {len(now)} items, stored {len(stored)}"]
+        return [d for i, (a, b) in enumerate(zip(stored, now)) for d in differences(a, b, f"{where}[{i}]")]
+    if isinstance(stored, float) or isinstance(now, float):
+        if isinstance(stored, (int, float)) and isinstance(now, (int, float)) and not isinstance(stored, bool) \
+                and math.isclose(now, stored, rel_tol=REL, abs_tol=ABS):
+            return []
+        return [f"{where}: {now!r}, stored {stored!r}"]
+    return [] if stored == now else [f"{where}: {now!r}, stored {stored!r}"]
+
+
+def test_every_spec_has_golden_values():
+    specs = {p.stem for p in make_golden.spec_paths()}
+    missing, stale = sorted(specs - set(STORED)), sorted(set(STORED) - specs)
+    assert not missing and not stale, (
+        f"tests/golden/values.json is out of date with specs/*.yaml (missing: {', '.join(missing) or '-'}; no longer "
+        f"a spec: {', '.join(stale) or '-'}): run `{REGENERATE}` and commit the result")
+
+
+@pytest.mark.parametrize("name", sorted(STORED))
+def test_spec_reproduces_its_golden_values(name):
+    path = make_golden.SPECS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        pytest.skip(f"specs/{name}.yaml is gone (test_every_spec_has_golden_values reports it)")
+    diff = differences(STORED[name], make_golden.golden_values(path))
+    shown = "\n  ".join(diff[:20]) + (f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else "")
+    assert not diff, (f"{name}: {len(diff)} golden value(s) moved (rel {REL}, abs {ABS}):\n  {shown}\n"
+                      f"A change that moves them on purpose regenerates them in its own commit saying why: "
+                      f"`{REGENERATE} --spec {name}` (tests/golden/README.md)")
+
+
+def test_differences_reports_moved_missing_and_new_values():
+    stored = {"a": 1.0, "b": [1, 2.0], "c": {"d": "x"}}
+    assert differences(stored, {"a": 1.0 + 1e-9, "b": [1, 2.0], "c": {"d": "x"}}) == []
+    assert differences(stored, {"a": 1.001, "b": [1], "c": {"e": "x"}}) == [
+        "a: 1.001, stored 1.0", "b: 1 items, stored 2", "c.d: missing now", "c.e: new (not stored)"]
