@@ -29,7 +29,9 @@ TABLE1 = {"dci_disentanglement": "DCI-d", "irs": "IRS", "mig": "MIG", "sap": "SA
 SKIP = {"step"}  # bookkeeping, not a metric
 # column names of the results tables (table.yaml layouts): Table 1's and the other metrics the tables report
 NAMES = {**TABLE1, "dci_informativeness_test": "DCI-i (test acc.)", "val_recon_error": "recon. BCE / image",
-         "modexp_explicitness_test": "Explicitness"}
+         "modexp_explicitness_test": "Explicitness", "fid_hybrid_random_conv": "FID hybrid",
+         "fid_prior_random_conv": "FID prior", "fid_structured_random_conv": "FID structured",
+         "fid_recon_random_conv": "FID recon."}
 
 
 @attrs.frozen
