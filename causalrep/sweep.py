@@ -32,6 +32,9 @@ KEYS = ("name", "description", "specs", "base", "models", "seeds", "overrides", 
         "launcher", "nproc")
 LAUNCHERS = ("local", "torchrun")
 STAGE_KEYS = ("name", "overrides")
+# top-level keys with this prefix are ignored: they hold YAML anchors (&name) that models refer to (*name),
+# as docker-compose's extension fields do
+EXTENSION_PREFIX = "x-"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -134,8 +137,9 @@ def load_sweep(path: str | Path, *, out: str | Path | None = None, overrides: tu
         raise SpecError("", f"sweep file not found: {path}")
     data = _read_yaml(path, where)
     for key in data:
-        if key not in KEYS:
-            _fail(where, str(key), f"unknown key; allowed: {', '.join(KEYS)}")
+        if key not in KEYS and not str(key).startswith(EXTENSION_PREFIX):
+            _fail(where, str(key), f"unknown key; allowed: {', '.join(KEYS)} (or an {EXTENSION_PREFIX}* key "
+                                   "holding YAML anchors, which is ignored)")
     name = data.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         _fail(where, "name", f"expected a name of letters, digits, '_', '.', '-', got {name!r}")

@@ -81,6 +81,22 @@ def test_stages_run_in_order_and_refer_to_earlier_stages(tmp_path, tiny_specs):
     assert (specs[1].train.trainable, specs[2].train.trainable) == ("encoder", "all")
 
 
+def test_extension_keys_hold_anchors_and_are_ignored(tmp_path, tiny_specs):
+    text = """name: anchors
+base: ../specs/ae.yaml
+x-vae: &vae {kind: vae, latent_dim: 4, beta: 3.0}
+models:
+  a: {model: *vae}
+  b: {model: {<<: *vae, beta: 5.0}}
+"""
+    (tmp_path / "sub").mkdir()
+    f = tmp_path / "sub" / "anchors.yaml"
+    f.write_text(text)
+    s = sw.load_sweep(f, out=tmp_path / "out")
+    assert [(r.label, r.spec().model.KIND, r.spec().model.beta) for r in s.runs] == [("a/s0", "vae", 3.0),
+                                                                                      ("b/s0", "vae", 5.0)]
+
+
 @pytest.mark.parametrize("data, where, words", [
     ({"name": "x", "specs": ["specs/ae.yaml"], "seed": [0]}, "seed", "unknown key; allowed: name"),
     ({"specs": ["specs/ae.yaml"]}, "name", "expected a name"),
