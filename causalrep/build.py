@@ -364,7 +364,7 @@ def _build_icm(spec: Spec, graph: LatentGraph, channels: int) -> LatentModel:
                              discriminator_channels=m.discriminator_channels,
                              discriminator_hidden=m.discriminator_hidden, discriminator_lr=m.discriminator_lr,
                              discriminator_r1=m.discriminator_r1, discriminator_fakes=m.discriminator_fakes,
-                             winner_forward=m.winner_forward,
+                             score_precision=m.score_precision, winner_forward=m.winner_forward,
                              init_iters=m.init_iters, init_mse=m.init_mse, revive_every=m.revive_every,
                              revive_below=m.revive_below, revive_until=m.revive_until, revive_noise=m.revive_noise,
                              stop_stability=m.stop_stability, stop_checks=m.stop_checks,

@@ -27,7 +27,8 @@ class ICMCommittee(LatentModel):
     """N' experts E_j (one per node of an `experts` graph) compete for transformed images x' (004 sec 3.2).
 
     Training step (004 Algorithm 1, one "iteration"; forward(x', canonical=x) with the trainer's two optimisers):
-      line 4: every expert maps the whole transformed batch, c_j = D(E_j(x')) scores each output;
+      line 4: every expert maps the whole transformed batch, c_j = D(E_j(x')) scores each output (in float32 with
+              autocast off by default, score_precision: bf16 would tie the near-equal scores of early training);
       line 6: sample b goes to j* = argmax_j c_j and only the winners are trained, to maximise log D(E_j*(x'_b))
               (the non-saturating GAN loss; `loss`);
       line 5: D is trained (aux group "discriminator", its own Adam) on the canonical batch x against the experts'
@@ -56,8 +57,8 @@ class ICMCommittee(LatentModel):
                  expert_channels: int = 32,
                  discriminator_channels: Sequence[Sequence[int]] = ((16, 16, 16), (32, 32), (64, 64)),
                  discriminator_hidden: int = 1024, discriminator_lr: float | None = None, discriminator_r1: float = 0.0,
-                 discriminator_fakes: str = "all", winner_forward: str = "full", init_iters: int = 500,
-                 init_mse: float = 0.002, revive_every: int = 0, revive_below: float = 0.01,
+                 discriminator_fakes: str = "all", score_precision: str = "fp32", winner_forward: str = "full",
+                 init_iters: int = 500, init_mse: float = 0.002, revive_every: int = 0, revive_below: float = 0.01,
                  revive_until: int | None = None, revive_noise: float = 0.01, stop_stability: float | None = None,
                  stop_checks: int = 3, hybrid_latents: int = 128):
         if graph.kind != "experts":
@@ -75,6 +76,9 @@ class ICMCommittee(LatentModel):
             raise ValueError(f"discriminator_r1: expected a non-negative weight, got {discriminator_r1}")
         self.discriminator_r1 = float(discriminator_r1)
         self.discriminator_fakes = discriminator_fakes
+        if score_precision not in ("fp32", "autocast"):
+            raise ValueError(f"score_precision: expected 'fp32' or 'autocast', got {score_precision!r}")
+        self.score_precision = score_precision
         if winner_forward not in ("full", "won"):
             raise ValueError(f"winner_forward: expected 'full' or 'won', got {winner_forward!r}")
         self.winner_forward = winner_forward
@@ -101,10 +105,23 @@ class ICMCommittee(LatentModel):
         """Every expert on every image: (B, C, H, W) -> (N', B, C, H, W) in [0, 1]."""
         return torch.stack([e(x) for e in self.experts])
 
+    def score_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """D's logits (float32) of the images whose scores c_j = D(E_j(x')) pick the winners, (M, C, H, W) -> (M,).
+
+        004 sec 3.2 / Algorithm 1 line 6: each image goes to j* = argmax_j c_j. With score_precision "fp32" this
+        pass runs with autocast off on float32 inputs: at initialisation the experts' scores differ by ~4e-5,
+        below bf16's resolution, so under the trainer's bf16 autocast most images would tie and argmax would send
+        them all to expert 0 (a later .float() cannot undo rounding that happened inside D). "autocast": the
+        ambient precision (the old behaviour, an ablation)."""
+        if self.score_precision == "autocast":
+            return self.discriminator(images).float()
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            return self.discriminator(images.float()).float()
+
     def _scored(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(outputs (N', B, C, H, W), D's logits (N', B)) of every expert's output."""
         outs = self.expert_outputs(x)
-        logits = self.discriminator(outs.flatten(0, 1)).float().view(self.num_experts, len(x))
+        logits = self.score_logits(outs.flatten(0, 1)).view(self.num_experts, len(x))
         return outs, logits
 
     @torch.no_grad()
@@ -169,7 +186,9 @@ class ICMCommittee(LatentModel):
         fakes = torch.stack(outs).detach().flatten(0, 1)  # (N' * B, C, H, W), expert-major
         every = self.discriminator_fakes == "all"  # D trains on every output: keep the graph of this pass
         with torch.set_grad_enabled(every and torch.is_grad_enabled()):
-            fake_logits = self.discriminator(fakes).float().view(n, b)  # logit c_j; grad reaches D only
+            # logit c_j, in score_precision (fp32 by default: 004 sec 3.2 / Algorithm 1 line 6's argmax must not
+            # see bf16 ties); grad reaches D only. With fakes "all" the same fp32 logits train D (line 5)
+            fake_logits = self.score_logits(fakes).view(n, b)
         winner = assign_winners(fake_logits.detach())  # (B,) j* = argmax_j c_j
         # line 6: each winner's loss is taken on the images it won; experts that won nothing stay out of the
         # graph. "won" recomputes only those images, normalised with the statistics kept from the scoring pass

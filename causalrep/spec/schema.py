@@ -417,6 +417,12 @@ class ICMSpec(ModelSpec):
     discriminator_fakes: str = field("all", help="fakes the discriminator trains on: every expert's output, "
                                                  "weighted 1/N' (004 Algorithm 1 line 5 and eq. 3) or only the "
                                                  "winners'", choices=("all", "winners"))
+    score_precision: str = field("fp32", help="precision of the discriminator passes whose scores c_j = "
+                                              "D(E_j(x')) pick each image's winner (004 sec 3.2, Algorithm 1 "
+                                              "line 6): fp32 = autocast off, float32 inputs; autocast = the "
+                                              "trainer's precision. At initialisation the experts' scores differ "
+                                              "by ~4e-5, below bf16's resolution: under bf16 most images tie "
+                                              "and argmax sends them all to expert 0", choices=("fp32", "autocast"))
     winner_forward: str = field("full", help="how a winner is recomputed for its update: on the whole batch, "
                                              "batch norm back-propagating through the batch statistics (004), or "
                                              "on its won images only, normalised with the scoring pass's "

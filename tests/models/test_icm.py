@@ -9,11 +9,17 @@ import pytest
 import torch
 from torch import nn
 
+from causalrep.build import build_dataset, build_graph, build_model, build_split
 from causalrep.data.icm import ICMDigits
 from causalrep.graph.kinds import experts_graph
 from causalrep.models.icm import ICMCommittee, assign_winners
 from causalrep.nn.experts import Expert
+from causalrep.spec import load_spec
 from causalrep.spec.schema import ExpertsGraphSpec
+from causalrep.train import Trainer
+from causalrep.train.distributed import NullTracker
+
+from conftest import TINY
 
 
 def committee(n: int = 4, *, resolution: int = 16, **kw) -> ICMCommittee:
@@ -340,3 +346,115 @@ def test_convergence_criterion_counts_stable_checks_after_the_last_revival():
     assert committee(3).should_stop(SimpleNamespace(step=10 ** 6)) is None  # off by default
     with pytest.raises(ValueError, match="stop_stability"):
         committee(3, stop_stability=1.5)
+
+
+# -- the scores that pick the winners, in float32 (004 sec 3.2, Algorithm 1 line 6) -------------------------------
+BF16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731  (the trainer's bf16 autocast on CPU)
+
+
+def near_tied_committee(score_precision: str) -> ICMCommittee:
+    """Three distinct experts whose outputs D scores almost alike, as an untrained D does at the start (~4e-5
+    apart on 004's digits): D's output layer is scaled by 1e-2 and centred at logit 0.375, so the float32 logits
+    differ by ~1e-5 while bf16 (spacing 2^-10 between 0.25 and 0.5) rounds them all to 0.375."""
+    torch.manual_seed(0)
+    model = committee(3, score_precision=score_precision)
+    last = model.discriminator.head[-1]
+    with torch.no_grad():
+        last.weight.mul_(1e-2)
+        last.bias.zero_()
+        last.bias.fill_(0.375 - float(model.discriminator(torch.rand(8, 1, 16, 16)).mean()))
+    return model
+
+
+def scoring_logits(model: ICMCommittee, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 logits, bf16-autocast logits), each (N', B), of the experts' outputs on x as the committee
+    computes them under bf16 autocast (the experts themselves in bf16), in the model's current mode."""
+    with torch.no_grad():
+        with BF16():
+            outs = model.expert_outputs(x).flatten(0, 1)
+            rounded = model.discriminator(outs).float().view(model.num_experts, len(x))
+        exact = model.discriminator(outs.float()).view(model.num_experts, len(x))
+    assert exact.dtype == torch.float32 and outs.dtype == torch.bfloat16
+    return exact, rounded
+
+
+@pytest.mark.parametrize("score_precision", ["fp32", "autocast"])
+def test_bf16_autocast_ties_the_scores_unless_they_are_computed_in_fp32(score_precision, one_thread):
+    model = near_tied_committee(score_precision)
+    x, canonical = torch.rand(12, 1, 16, 16), torch.rand(12, 1, 16, 16)
+    exact, rounded = scoring_logits(model, x)  # training mode: forward() scores with the batch's statistics
+    spread = exact.max(0).values - exact.min(0).values
+    assert bool((spread > 1e-6).all() and (spread < 1e-4).all())  # the experts' scores differ by ~1e-5 ...
+    assert bool((rounded == rounded[0]).all())  # ... which bf16 rounds away: every image a tie
+    top2 = exact.topk(2, dim=0).values
+    assert bool((top2[0] - top2[1] > 1e-7).all())  # no float32 near-tie: the argmax is well defined
+    fp32_winners = exact.argmax(0).tolist()
+    assert len(set(fp32_winners)) > 1  # the float32 argmax spreads the images over the experts
+    with BF16():
+        out = model(x, canonical=canonical)
+    expected = fp32_winners if score_precision == "fp32" else [0] * len(x)  # a tie goes to expert 0
+    assert out.winner.tolist() == expected
+    assert out.score_winner.dtype == torch.float32
+    # evaluation (compete / winners / encode) scores the same way, with the running statistics
+    model.eval()
+    exact, rounded = scoring_logits(model, x)
+    assert bool((rounded == rounded[0]).all()) and len(set(exact.argmax(0).tolist())) > 1
+    with BF16():
+        winner, _, scores = model.compete(x)
+    assert winner.tolist() == (exact.argmax(0).tolist() if score_precision == "fp32" else [0] * len(x))
+    assert scores.dtype == torch.float32
+    if score_precision == "fp32":
+        assert torch.equal(scores, torch.sigmoid(exact).T)  # the very float32 logits computed above
+
+
+# -- a tiny spec trained twice in one process: bitwise the same ---------------------------------------------------
+def tiny_icm_data(model: dict | None = None, train: dict | None = None) -> dict:
+    """Plain spec data of a CPU-sized ICM run (specs/icm_digits.yaml shrunk): 3 experts at 16x16, revival on."""
+    return {**TINY, "name": "tiny_icm", "data": {"name": "icm_digits", "resolution": 16, "split": [0.8, 0.1, 0.1]},
+            "graph": {"kind": "experts", "experts": 3},
+            "model": {"kind": "icm", "expert_layers": 1, "expert_channels": 4, "discriminator_channels": [[4], [8]],
+                      "discriminator_hidden": 16, "discriminator_r1": 1.0, "init_iters": 3, "revive_every": 4,
+                      "revive_below": 0.4, **(model or {})},
+            "train": {"steps": 6, "batch_size": 8, "log_every": 1, "val_every": 3, "checkpoint_every": 10 ** 6,
+                      "device": "cpu", "threads": 1, **(train or {})},
+            "evaluate": {**TINY["evaluate"], "metrics": ["icm"]}}
+
+
+def test_score_precision_comes_from_the_spec_and_is_checked():
+    spec = load_spec(data=tiny_icm_data())
+    assert spec.model.score_precision == "fp32"  # the default: winners from float32 scores
+    assert build_model(spec).score_precision == "fp32"
+    spec = load_spec(data=tiny_icm_data(model={"score_precision": "autocast"}))
+    assert build_model(spec).score_precision == "autocast"
+    with pytest.raises(ValueError, match="score_precision"):
+        committee(3, score_precision="bf16")
+
+
+def train_tiny_icm(run_dir, precision: str) -> ICMCommittee:
+    """Build and fit the tiny spec as an Experiment does (seeded split, model and data stream), no evaluation."""
+    spec = load_spec(data=tiny_icm_data(train={"precision": precision}))
+    dataset = build_dataset(spec)
+    split = build_split(spec, dataset)
+    model = build_model(spec, dataset, build_graph(spec, dataset.true_graph))
+    t = spec.train
+    Trainer(model=model, dataset=dataset, split=split, run_dir=run_dir, tracker=NullTracker(), steps=t.steps,
+            batch_size=t.batch_size, lr=t.lr, betas=t.betas, precision=t.precision, device=t.device,
+            checkpoint_every=t.checkpoint_every, log_every=t.log_every, val_every=t.val_every,
+            val_samples=spec.evaluate.val_samples, seed=spec.seed, progress=False).fit()
+    return model
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: specs/icm_digits.yaml's CPU setting
+def test_training_a_tiny_spec_twice_gives_bitwise_identical_weights_and_win_counts(tmp_path, precision,
+                                                                                   one_thread):
+    a = train_tiny_icm(tmp_path / "a", precision)
+    b = train_tiny_icm(tmp_path / "b", precision)
+    assert a.init_log == b.init_log and len(a.init_log) == 3
+    assert a.revived == b.revived and a.revived  # revival (random perturbations) ran, the same way
+    assert a.win_counts.sum() == 2 * 8  # steps 5 and 6 since the check at step 4, 8 images each
+    assert torch.equal(a.win_counts, b.win_counts)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert torch.equal(a._probe_last, b._probe_last)  # the probe's winners at the last validation step
