@@ -250,6 +250,21 @@ def write_csv(path: Path, table: dict[str, dict[str, Cell]], cols: list[str]) ->
             w.writerow([g, counts[g], *[repr(getattr(cells[c], s)) for c in cols for s in ("mean", "std")]])
 
 
+def splice_docs(path: Path, source: str, text: str) -> None:
+    """Replace the table between '<!-- table SOURCE -->' and the next '<!-- /table -->' in the Markdown file
+    `path` by `text` (the markers stay, so the next run finds them); CausalrepError if they are missing."""
+    if not path.is_file():
+        raise CausalrepError(f"--docs: no such file: {path}")
+    doc = path.read_text()
+    begin = f"<!-- table {Path(source).as_posix().rstrip('/')} -->\n"
+    start = doc.find(begin)
+    end = doc.find("<!-- /table -->", start + len(begin)) if start >= 0 else -1
+    if start < 0 or end < 0:
+        raise CausalrepError(f"--docs: {path} has no '{begin.strip()}' ... '<!-- /table -->' block; add the two "
+                             "marker lines where the table belongs")
+    path.write_text(doc[:start + len(begin)] + text + doc[end:])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m causalrep.table",
                                 description="Tabulate finished runs: model x metric, mean ± std over seeds.")
@@ -261,6 +276,8 @@ def main(argv=None) -> int:
                         "(001 Table 3: neither / encoder / decoder / both)")
     p.add_argument("--out", help="folder for table.md and table.csv (default: the first RUNS argument)")
     p.add_argument("--digits", type=int, default=None, help="decimals in table.md (default 3, as in 001)")
+    p.add_argument("--docs", help="a Markdown file (e.g. docs/results.md) in which to replace the text between "
+                                  "'<!-- table RUNS -->' and '<!-- /table -->' by the new table")
     args = p.parse_args(argv)
     try:
         layout = read_layout(Path(args.runs[0]))  # a results folder's table.yaml (docs/results.md's tables)
@@ -283,6 +300,8 @@ def main(argv=None) -> int:
                                       for r in records if (r.path / "sweep.json").is_file()} - {""})) or "runs"
             text = markdown(table, cols, title=title, digits=3 if args.digits is None else args.digits,
                             metric=metric)
+        if args.docs:
+            splice_docs(Path(args.docs), args.runs[0], text)
         (out / "table.md").write_text(text)
         write_csv(out / "table.csv", table, cols)
     except CausalrepError as exc:

@@ -142,7 +142,8 @@ def test_shipped_sweeps_expand_and_every_run_validates(path, tmp_path):
     specs = {r.label: r.spec() for r in s.runs}
     sw.check_heldout(s, specs)
     expected = {"smoke": 2 * 2, "table1": 11 * 3, "extrapolation": 7 * 3 * 4, "transfer": 7 * 3 * 3,
-                "table1_cpu": 4 * 3, "quickstart": 2}[s.name]
+                "table1_cpu": 4 * 3, "quickstart": 2, "extrapolation_cpu16": 3 * 3 * 4,
+                "perturbation_cpu16": 3 * 3 * 3}[s.name]
     assert len(s.runs) == expected
     assert all(spec.track.experiment == s.name for spec in specs.values())
     if s.name == "extrapolation":  # 001 sec 3.2: 80k steps without the ball, then 20k on everything
@@ -150,6 +151,16 @@ def test_shipped_sweeps_expand_and_every_run_validates(path, tmp_path):
         assert first.data.exclude == {"shape": ("sphere",)} and first.train.steps == 80000
         assert enc.data.exclude == {} and enc.train.steps == 20000 and enc.train.trainable == "encoder"
         assert enc.train.init_from == str((tmp_path / "out" / "sae12-neither" / "s0").resolve())
+    if s.name == "extrapolation_cpu16":  # 001's 80k : 20k as 2,000 : 500, every stage at 16x16
+        first, dec = specs["bvae-neither/s2"], specs["bvae-decoder/s2"]
+        assert first.data.exclude == {"shape": ("sphere",)} and first.train.steps == 2000
+        assert dec.data.exclude == {} and dec.train.steps == 500 and dec.train.trainable == "decoder"
+        assert {sp.data.resolution for sp in specs.values()} == {16}
+    if s.name == "perturbation_cpu16":  # 002 sec 5.1: latent size = 6 factors; pattern and noise at the same eps
+        assert {sp.model.latent_dim for sp in specs.values()} == {6}
+        pattern, noise = specs["btcvae-pattern/s1"].data.perturbation, specs["factorvae-noise/s1"].data.perturbation
+        assert (pattern.KIND, noise.KIND, pattern.epsilon, noise.epsilon) == ("pattern", "uniform", 0.1, 0.1)
+        assert pattern.run.startswith("runs/perturbation_cpu16/bvae/s") and specs["bvae/s0"].data.perturbation is None
     if s.name == "table1_cpu":  # every model on the same budget, in fp32, on 10,000 / 5,000 metric points
         assert {(sp.train.steps, sp.train.lr, sp.train.lr_schedule, sp.train.precision, sp.model.latent_dim,
                  sp.evaluate.val_samples, sp.data.resolution) for sp in specs.values()} == {
@@ -269,6 +280,26 @@ def test_table_columns_by_stage_in_sweep_order(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- smoke end to end
+def test_table_docs_replaces_only_its_marked_block(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    fake_run(runs, "ae", 0, {"mig": 0.5})
+    docs = tmp_path / "results.md"
+    before, after = "# Results\n\ntext above\n\n", "<!-- /table -->\n\ntext below\n"
+    docs.write_text(before + f"<!-- table {runs} -->\nthe old table\n" + after)
+    assert tb.main([str(runs), "--docs", str(docs)]) == 0
+    table = (runs / "table.md").read_text()
+    assert docs.read_text() == before + f"<!-- table {runs} -->\n" + table + after
+    assert "| ae | 1 | 0.500 |" in table
+    fake_run(runs, "ae", 1, {"mig": 1.5})  # a second seed: the same block is replaced again
+    assert tb.main([str(runs), "--docs", str(docs)]) == 0
+    assert docs.read_text() == before + f"<!-- table {runs} -->\n" + (runs / "table.md").read_text() + after
+    assert "| ae | 2 | 1.000 ± 0.707 |" in docs.read_text()
+    docs.write_text("# no markers\n")
+    assert tb.main([str(runs), "--docs", str(docs)]) == 1
+    assert f"has no '<!-- table {runs} -->'" in capsys.readouterr().err
+    assert docs.read_text() == "# no markers\n"
+
+
 def test_smoke_sweep_end_to_end_table_equals_metrics_json(tmp_path):
     out = tmp_path / "smoke"
     tiny = ["train.steps=2", "train.batch_size=4", "train.log_every=1", "train.checkpoint_every=2",
