@@ -143,7 +143,7 @@ def test_shipped_sweeps_expand_and_every_run_validates(path, tmp_path):
     sw.check_heldout(s, specs)
     expected = {"smoke": 2 * 2, "table1": 11 * 3, "extrapolation": 7 * 3 * 4, "transfer": 7 * 3 * 3,
                 "table1_cpu": 4 * 3, "quickstart": 2, "extrapolation_cpu16": 3 * 3 * 4,
-                "perturbation_cpu16": 3 * 3 * 3}[s.name]
+                "perturbation_cpu16": 3 * 3 * 3, "transfer_cpu16": 2 * 3 * 3}[s.name]
     assert len(s.runs) == expected
     assert all(spec.track.experiment == s.name for spec in specs.values())
     if s.name == "extrapolation":  # 001 sec 3.2: 80k steps without the ball, then 20k on everything

@@ -28,10 +28,10 @@ MI_THRESHOLD = 0.3
 # -- latents ------------------------------------------------------------------------------------------
 @torch.no_grad()
 def prior_latents(model: LatentModel, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(n, latent_dim) from N(0, I). Drawn on the generator's device (CPU by default) and then moved,
-    since torch.randn refuses a CPU generator for a CUDA tensor (meaningful where model.has_prior)."""
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(n, model.latent_dim, generator=generator, device=gdev).to(model.latent_bank.device)
+    """(n, latent_dim) from the model's own prior, model.sample_latents(n, "prior"): N(0, I) for the VAE family,
+    ancestral z_L ~ N(0, I), z_i ~ p(z_i | z_>i) for the Ladder VAE (its hierarchical prior, 003); meaningful
+    where model.has_prior. Drawn on the generator's device (CPU by default), then moved to the model's."""
+    return model.sample_latents(n, "prior", generator)
 
 
 @torch.no_grad()

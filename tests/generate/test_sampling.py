@@ -143,6 +143,31 @@ def test_prior_latents_are_standard_normal(sae2):
     assert u.mean().abs() < 0.03 and (u.std() - 1).abs() < 0.03
 
 
+def test_ladder_vae_prior_samples_come_from_its_hierarchical_prior():
+    """Prior sampling and prior FID (sample_latents / sample_images / sample_fids) draw the Ladder VAE's own
+    prior: z_L ~ N(0, I), z_i ~ N(mu_p(h_{i+1}), sigma_p^2) (003). With the lower layers' prior heads set by
+    hand to mu_p = 3 and sigma_p^2 = softplus(0) + floor = log 2 + floor, those dims have that mean and std,
+    where N(0, I) would give 0 and 1."""
+    from causalrep.models.laddervae import VAR_FLOOR
+
+    model = build_model(tiny_spec("laddervae", 6))
+    top = model.layer_dims[-1]
+    with torch.no_grad():
+        for head in model.p_heads:
+            head.weight.zero_()
+            d = head.out_features // 2
+            head.bias[:d] = 3.0   # mu_p
+            head.bias[d:] = 0.0   # sigma_p^2 = softplus(0) + VAR_FLOOR
+    u = sample_latents(model, 20000, "prior", gen(3))
+    lower, upper = u[:, :-top], u[:, -top:]
+    assert lower.shape[1] == sum(model.layer_dims[:-1]) > 0
+    assert torch.allclose(lower.mean(0), torch.full((lower.shape[1],), 3.0), atol=0.03)
+    assert torch.allclose(lower.std(0), torch.full((lower.shape[1],), math.sqrt(math.log(2) + VAR_FLOOR)), atol=0.02)
+    assert torch.allclose(upper.mean(0), torch.zeros(top), atol=0.03)
+    assert torch.allclose(upper.std(0), torch.ones(top), atol=0.03)
+    assert torch.equal(prior_latents(model, 50, gen(1)), model.sample_latents(50, "prior", gen(1)))
+
+
 @pytest.mark.parametrize("method", ["prior", "hybrid", "structured"])
 def test_sample_images_shapes_and_batching(sae2, method):
     a = sample_images(sae2, 10, method, gen(1), batch_size=4)
