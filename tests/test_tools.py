@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,3 +19,38 @@ def test_bench_train_prints_its_json_line_last():
     last = json.loads(res.stdout.strip().splitlines()[-1])
     assert {"naive_steps_per_s", "best_steps_per_s", "device"} <= set(last)
     assert last["naive_steps_per_s"] > 0 and last["best_steps_per_s"] >= last["naive_steps_per_s"]
+
+
+def test_perturbation_source_picks_the_lowest_mig_restart_and_its_least_noisy_latent(tmp_path, capsys):
+    """002 sec 4.1: among beta-VAE restarts, the lowest MIG; j = argmin_k <sigma_k^2> (eq. 6), recomputed here
+    from the restart's posterior on the same training images; scale = rows / std(enc(x)_j)."""
+    import importlib.util
+
+    import torch
+
+    from causalrep.experiment import Experiment, load_run
+
+    from conftest import tiny_spec
+
+    runs = []
+    for seed in (0, 1):
+        spec = tiny_spec("bvae", 3, overrides=[f"seed={seed}", "evaluate.metrics=[mig]", "evaluate.val_samples=64"])
+        exp = Experiment(spec, out=tmp_path, progress=False)
+        exp.run()
+        runs.append(str(exp.run_dir))
+    migs = [json.loads((Path(r) / "metrics.json").read_text())["mig"] for r in runs]
+    spec_ = importlib.util.spec_from_file_location("perturbation_source", ROOT / "tools" / "perturbation_source.py")
+    tool = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(tool)
+    assert tool.main([*runs, "--rows", "5", "--probe", "32"]) == 0
+    best = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    want = runs[min(range(2), key=lambda i: migs[i])]
+    assert best["run"] == want and best["mig"] == min(migs)
+    run = load_run(want)
+    x = run.dataset.images_at(run.split.train[:32])
+    with torch.no_grad():
+        mu, logvar = run.model.posterior(x)
+    j = int(logvar.exp().mean(0).argmin())
+    assert best["latent"] == j
+    assert best["s_std"] == pytest.approx(float(mu[:, j].std()), rel=1e-5)
+    assert best["scale"] == pytest.approx(5 / float(mu[:, j].std()), rel=1e-5)
