@@ -7,6 +7,7 @@ import torch
 
 from ..graph.latent import LatentGraph
 from ..nn.backbone import ConvDecoder, ConvEncoder
+from ..nn.divergences import kl_standard_normal
 from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
 
 
@@ -69,5 +70,5 @@ class VAE(AE):
         u = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
         rec = reconstruction_loss(self.decode_logits(u), x, self.recon_loss)
         # KL(N(mu, sigma^2) || N(0, 1)) = 0.5 * (mu^2 + sigma^2 - log sigma^2 - 1), summed over dims
-        kl = 0.5 * (mu.float() ** 2 + logvar.float().exp() - logvar.float() - 1).sum(1).mean()
+        kl = kl_standard_normal(mu, logvar)
         return ModelOutput(loss=rec + self.beta * kl, recon=rec, kl=kl)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..nn.divergences import TC_ESTIMATORS, tc_decomposition
+from ..nn.divergences import TC_ESTIMATORS, kl_standard_normal, tc_decomposition
 from .ae import VAE
 from .base import MODELS, ModelOutput, reconstruction_loss
 
@@ -35,6 +35,6 @@ class BetaTCVAE(VAE):
         u = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation trick
         rec = reconstruction_loss(self.decode_logits(u), x, self.recon_loss)
         mi, tc, dwkl = tc_decomposition(u, mu, logvar, self.dataset_size, self.estimator)  # sum = MC estimate of the KL
-        kl = 0.5 * (mu.float() ** 2 + logvar.float().exp() - logvar.float() - 1).sum(1).mean()  # analytic, logged
+        kl = kl_standard_normal(mu, logvar)  # analytic, logged
         loss = rec + self.alpha * mi + self.beta * tc + self.gamma * dwkl
         return ModelOutput(loss=loss, recon=rec, kl=kl, mi=mi, tc=tc, dwkl=dwkl)

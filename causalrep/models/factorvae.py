@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.divergences import kl_standard_normal
 from .ae import VAE
 from .base import MODELS, ModelOutput, reconstruction_loss
 
@@ -67,7 +68,7 @@ class FactorVAE(VAE):
         mu, logvar = self.posterior(x)
         u = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # (B, D) ~ q(z | x), reparameterised
         rec = reconstruction_loss(self.decode_logits(u), x, self.recon_loss)
-        kl = 0.5 * (mu.float() ** 2 + logvar.float().exp() - logvar.float() - 1).sum(1).mean()
+        kl = kl_standard_normal(mu, logvar)
         logits = self.discriminator(u).float()  # (B, 2); gradients reach the encoder, not D (trainer's inputs=)
         tc = (logits[:, 0] - logits[:, 1]).mean()  # density-ratio estimate of KL(q(z) || prod_j q(z_j))
         # D's own loss on detached codes: real = q(z) (label 0), permuted = prod_j q(z_j) (label 1)

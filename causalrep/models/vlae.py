@@ -9,6 +9,7 @@ from torch import nn
 
 from ..graph.latent import LatentGraph
 from ..nn.backbone import ConvBlock, Upsample2x, bottleneck_size, mlp, pool_after, upsample_before
+from ..nn.divergences import kl_standard_normal
 from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
 
 
@@ -139,5 +140,5 @@ class VLAE(LatentModel):
         u = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation, all rungs at once
         rec = reconstruction_loss(self.decode_logits(u), x, self.recon_loss)
         # KL(q(z|x) || N(0, I)) summed over all groups (the rungs' priors are independent, Zhao et al.)
-        kl = 0.5 * (mu.float() ** 2 + logvar.float().exp() - logvar.float() - 1).sum(1).mean()
+        kl = kl_standard_normal(mu, logvar)
         return ModelOutput(loss=rec + self.beta * kl, recon=rec, kl=kl)

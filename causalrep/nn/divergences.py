@@ -122,6 +122,14 @@ def precision_weighted(mu_q: torch.Tensor, var_q: torch.Tensor, mu_p: torch.Tens
     return (mu_q * prec_q + mu_p * prec_p) * var, var
 
 
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) of a diagonal Gaussian posterior, summed over latent dims and averaged over the batch:
+    1/2 sum_k (mu_k^2 + sigma_k^2 - log sigma_k^2 - 1) (Kingma & Welling 2013, appendix B), in float32. The one
+    KL every VAE-family model (VAE, beta-VAE, beta-TC-VAE's logged KL, FactorVAE, VLAE) uses: (B, D) -> ()."""
+    mu, logvar = mu.float(), logvar.float()
+    return 0.5 * (mu ** 2 + logvar.exp() - logvar - 1).sum(1).mean()
+
+
 def kl_gaussians(mu_q: torch.Tensor, var_q: torch.Tensor, mu_p: torch.Tensor, var_p: torch.Tensor) -> torch.Tensor:
     """Elementwise KL(N(mu_q, var_q) || N(mu_p, var_p)) = 1/2 (log var_p/var_q + (var_q + (mu_q-mu_p)^2)/var_p - 1)."""
     return 0.5 * (torch.log(var_p) - torch.log(var_q) + (var_q + (mu_q - mu_p).pow(2)) / var_p - 1.0)

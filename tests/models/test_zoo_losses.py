@@ -12,7 +12,7 @@ import torch
 from causalrep.build import build_model, train_split_size
 from causalrep.models.factorvae import permute_dims
 from causalrep.models.laddervae import default_layer_dims, warmup_beta
-from causalrep.nn.divergences import (kl_gaussians, log_importance_weights, mmd_imq, precision_weighted,
+from causalrep.nn.divergences import (kl_gaussians, kl_standard_normal, log_importance_weights, mmd_imq, precision_weighted,
                                       tc_decomposition, total_correlation)
 
 from conftest import tiny_spec
@@ -220,3 +220,15 @@ def test_laddervae_prior_samples_follow_the_hierarchy():
     assert not torch.allclose(u[:, :4], eps[:, :4])  # lower layers: z_i = mu_p + sigma_p * eps_i
     with pytest.raises(Exception, match="layer_dims"):
         build_model(tiny_spec("laddervae", latent_dim=6, layer_dims=[2, 2]))
+
+
+def test_kl_standard_normal_by_hand_and_equal_to_the_general_gaussian_kl():
+    """1/2 sum_k (mu^2 + sigma^2 - log sigma^2 - 1), batch mean: row 1 (mu 1, 0; sigma^2 1, 4) gives
+    1/2 (1 + (4 - log 4 - 1)) = 2 - log 2; row 2 (zeros, sigma^2 = 1) gives 0; the mean is 1 - log(2) / 2."""
+    mu = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(4.0)], [0.0, 0.0]])
+    assert float(kl_standard_normal(mu, logvar)) == pytest.approx(1 - math.log(2) / 2, rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    general = kl_gaussians(mu, logvar.exp(), torch.zeros_like(mu), torch.ones_like(mu)).sum(1).mean()
+    assert float(kl_standard_normal(mu, logvar)) == pytest.approx(float(general), rel=1e-5)
