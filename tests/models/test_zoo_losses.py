@@ -12,8 +12,8 @@ import torch
 from causalrep.build import build_model, train_split_size
 from causalrep.models.factorvae import permute_dims
 from causalrep.models.laddervae import default_layer_dims, warmup_beta
-from causalrep.nn.divergences import (kl_gaussians, kl_standard_normal, log_importance_weights, mmd_imq, precision_weighted,
-                                      tc_decomposition, total_correlation)
+from causalrep.nn.divergences import (kl_gaussians, kl_standard_normal, log_importance_weights, mmd_imq,
+                                      precision_weighted, tc_decomposition, total_correlation)
 
 from conftest import tiny_spec
 
