@@ -81,9 +81,13 @@ class LatentModel(nn.Module):
         """Adam options of an aux group (default: the main lr and betas)."""
         return {"lr": lr, "betas": betas}
 
+    # the name the trainer logs validation_error under (context "val"); a model whose validation_error is not a
+    # reconstruction error names its own (the ICM committee: committee_error)
+    validation_metric = "recon_error"
+
     def validation_error(self, x: torch.Tensor) -> torch.Tensor:
-        """The scalar the trainer tracks on validation images (logged as recon_error[val]): by default the
-        per-image reconstruction loss; a model that does not reconstruct its input redefines it."""
+        """The scalar the trainer tracks on validation images (logged as `validation_metric`[val]): by default
+        the per-image reconstruction loss; a model that does not reconstruct its input redefines both."""
         return reconstruction_loss(self.decode_logits(self.encode(x)), x, self.recon_loss)
 
     def on_fit_start(self, trainer: Any) -> None:

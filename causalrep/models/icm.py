@@ -52,6 +52,7 @@ class ICMCommittee(LatentModel):
 
     reconstructs = False
     batch_keys = ("canonical",)
+    validation_metric = "committee_error"  # 1 - E[max_j c_j] on validation digits, not a reconstruction error
 
     def __init__(self, *, graph: LatentGraph, in_channels: int = 1, resolution: int = 32, expert_layers: int = 7,
                  expert_channels: int = 32,

@@ -322,7 +322,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{last['loss']:.4g}")
                 sums, count = {}, 0
             if due_val and main:
-                self.tracker.log_metric("recon_error", self.validate(), step=self.step, context="val")
+                self.tracker.log_metric(self.model.validation_metric, self.validate(), step=self.step,
+                                        context="val")
                 for name, value in self.model.track_metrics().items():
                     self.tracker.log_metric(name, value, step=self.step, context="val")
                 for name, image in self.model.track_images().items():

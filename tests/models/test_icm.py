@@ -12,6 +12,7 @@ from torch import nn
 from causalrep.build import build_dataset, build_graph, build_model, build_split
 from causalrep.data.icm import ICMDigits
 from causalrep.graph.kinds import experts_graph
+from causalrep.models.base import LatentModel
 from causalrep.models.icm import ICMCommittee, assign_winners
 from causalrep.nn.experts import Expert
 from causalrep.spec import load_spec
@@ -430,14 +431,23 @@ def test_score_precision_comes_from_the_spec_and_is_checked():
         committee(3, score_precision="bf16")
 
 
-def train_tiny_icm(run_dir, precision: str) -> ICMCommittee:
+class RecordingTracker(NullTracker):
+    def __init__(self):
+        self.logged: list[tuple[str, str, float]] = []
+
+    def log_metric(self, name, value, step=None, context=None):
+        self.logged.append((name, context, float(value)))
+
+
+def train_tiny_icm(run_dir, precision: str, tracker=None) -> ICMCommittee:
     """Build and fit the tiny spec as an Experiment does (seeded split, model and data stream), no evaluation."""
     spec = load_spec(data=tiny_icm_data(train={"precision": precision}))
     dataset = build_dataset(spec)
     split = build_split(spec, dataset)
     model = build_model(spec, dataset, build_graph(spec, dataset.true_graph))
     t = spec.train
-    Trainer(model=model, dataset=dataset, split=split, run_dir=run_dir, tracker=NullTracker(), steps=t.steps,
+    Trainer(model=model, dataset=dataset, split=split, run_dir=run_dir, tracker=tracker or NullTracker(),
+            steps=t.steps,
             batch_size=t.batch_size, lr=t.lr, betas=t.betas, precision=t.precision, device=t.device,
             checkpoint_every=t.checkpoint_every, log_every=t.log_every, val_every=t.val_every,
             val_samples=spec.evaluate.val_samples, seed=spec.seed, progress=False).fit()
@@ -458,3 +468,15 @@ def test_training_a_tiny_spec_twice_gives_bitwise_identical_weights_and_win_coun
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
     assert torch.equal(a._probe_last, b._probe_last)  # the probe's winners at the last validation step
+
+
+def test_the_committee_score_is_logged_under_its_own_name(tmp_path, one_thread):
+    """The trainer logs validation_error under the model's validation_metric: the committee's 1 - E[max_j c_j]
+    (004 eq. 2 as an error) is committee_error[val], not a reconstruction error; an autoencoder keeps recon_error."""
+    tracker = RecordingTracker()
+    model = train_tiny_icm(tmp_path, "fp32", tracker)
+    val = [(name, v) for name, context, v in tracker.logged if context == "val" and name.endswith("_error")]
+    assert [name for name, _ in val] == ["committee_error", "committee_error"]  # val_every 3 of 6 steps
+    assert not any(name == "recon_error" for name, _, _ in tracker.logged)
+    assert 0.0 <= val[-1][1] <= 1.0
+    assert LatentModel.validation_metric == "recon_error" and model.validation_metric == "committee_error"
