@@ -338,19 +338,20 @@ def run_one(run: PlannedRun, spec, sweep: Sweep, *, progress: bool) -> None:
 
 
 def add_heldout(run: PlannedRun, sweep: Sweep) -> None:
-    """Merge the sweep's held-out reconstruction errors into the run's metrics.json (once)."""
+    """Merge the sweep's held-out reconstruction errors into the run's metrics.json (each set once)."""
     if not sweep.heldout:
         return
     path = run.run_dir / "metrics.json"
     metrics = json.loads(path.read_text())
-    if all(f"heldout_{hn}_mse_x1000" in metrics for hn in sweep.heldout):
+    missing = {hn: sub for hn, sub in sweep.heldout.items() if f"heldout_{hn}_mse_x1000" not in metrics}
+    if not missing:  # only the sets a run lacks are scored (a set added to a finished sweep costs just itself)
         return
     import torch
 
     from .heldout import heldout_metrics
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    metrics.update(heldout_metrics(run.run_dir, sweep.heldout, device=device))
+    metrics.update(heldout_metrics(run.run_dir, missing, device=device))
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
 

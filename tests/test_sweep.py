@@ -388,3 +388,27 @@ def test_table_layout_orders_rows_adds_paper_figures_and_notes(tmp_path):
     assert "| ae | 1 | 0.050 |\n| sae6 | 2 | 0.100 ± 0.000 |\n" in (tmp_path / "second" / "table.md").read_text()
     write(tmp_path / "table.yaml", {"colour": "red"})
     assert tb.main([str(tmp_path)]) == 1
+
+
+def test_add_heldout_scores_only_the_sets_a_run_lacks(tmp_path, tiny_specs, monkeypatch):
+    import causalrep.heldout as ho
+
+    f = write(tmp_path / "h.yaml", {"name": "h", "specs": ["specs/ae.yaml"],
+                                    "heldout": {"old": {"include": {"shape": ["heart"]}},
+                                                "new": {"exclude": {"shape": ["heart"]}, "n": 5}}})
+    s = sw.load_sweep(f, out=tmp_path / "out")
+    run = s.runs[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "metrics.json").write_text(json.dumps({"heldout_old_mse_x1000": 1.5, "mig": 0.2}))
+    asked = []
+
+    def fake(run_dir, subsets, device="cpu"):
+        asked.append(dict(subsets))
+        return {f"heldout_{name}_mse_x1000": 7.0 for name in subsets}
+
+    monkeypatch.setattr(ho, "heldout_metrics", fake)
+    sw.add_heldout(run, s)
+    sw.add_heldout(run, s)  # now complete: nothing is scored again
+    assert asked == [{"new": {"exclude": {"shape": ["heart"]}, "n": 5}}]
+    assert json.loads((run.run_dir / "metrics.json").read_text()) == {
+        "heldout_old_mse_x1000": 1.5, "heldout_new_mse_x1000": 7.0, "mig": 0.2}
