@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# torch is pinned here (the set-up), kept loose in pyproject.toml for users
+# torch is pinned here (the set-up), kept loose in pyproject.toml for users; so are the test tools
 TORCH  := torch==2.14.1 torchvision==0.29.1
+DEVPINS := hypothesis==6.170.17
 
 .PHONY: demo test test-all venv docs bench clean
 
@@ -11,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' $(DEVPINS)
 	touch $@
 
 venv: $(VENV)/.installed

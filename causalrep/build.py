@@ -98,6 +98,43 @@ def validate_spec(spec: Spec) -> None:
     build_graph(spec, true_graph)
 
 
+def check_spec(spec: Spec) -> dict:
+    """Everything `python -m causalrep.run --check` verifies beyond load_spec (the schema and validate_spec),
+    without training or writing anything: the dataset builds at data.resolution (each dataset supports a few
+    sizes), the split and its include/exclude filters, evaluate.baseline and train.init_from exist, and the
+    model builds, on PyTorch's meta device (no memory is allocated, whatever the model's size).
+    Every problem is a SpecError naming the key path; returns {"kind", "params", "dataset", "images"}."""
+    from .errors import CausalrepError, DataError
+
+    validate_spec(spec)
+    try:
+        dataset = build_dataset(spec)
+        build_split(spec, dataset)
+    except DataError as exc:  # e.g. a resolution the dataset does not render, a malformed real-data file
+        raise SpecError("data", str(exc)) from None
+    from .report import read_baseline
+    from .train.transfer import checkpoint_path
+
+    for key, value, check in (("evaluate.baseline", spec.evaluate.baseline, read_baseline),
+                              ("train.init_from", spec.train.init_from, checkpoint_path)):
+        if value is not None:
+            try:
+                check(value)  # the checks the run makes before it trains (read only)
+            except (OSError, ValueError) as exc:  # a NUL byte, a name the file system refuses, unreadable JSON
+                if isinstance(exc, SpecError):
+                    raise
+                raise SpecError(key, f"cannot read {value!r}: {exc}") from None
+    try:
+        with torch.device("meta"):
+            model = build_model(spec, dataset)
+    except CausalrepError:
+        raise
+    except Exception as exc:  # a builder's own failure: still one line naming the section, never a traceback
+        raise SpecError("model", f"cannot be built: {type(exc).__name__}: {exc}") from None
+    return {"kind": spec.model.KIND, "params": sum(p.numel() for p in model.parameters()), "dataset": spec.data.name,
+            "images": len(dataset)}
+
+
 def build_model(spec: Spec, dataset: GroundTruthDataset | None = None, graph: LatentGraph | None = None) -> LatentModel:
     """The model of `model:`, wired to the dataset's channels and resolution and the latent graph."""
     dataset = dataset if dataset is not None else build_dataset(spec)

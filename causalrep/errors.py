@@ -1,4 +1,14 @@
 """Errors a user can act on: each names what was wrong, where, and what is allowed."""
+import re
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """`text` safe to print as (part of) one line: control characters, line separators and lone surrogates
+    escaped, and at most `limit` characters."""
+    text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], str(text))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CausalrepError(Exception):
@@ -13,9 +23,9 @@ class SpecError(CausalrepError, ValueError):
     exit_code = 2
 
     def __init__(self, path: str, message: str):
-        self.path = path
-        self.message = message
-        super().__init__(f"{path}: {message}" if path else message)
+        self.path = one_line(path, 300)
+        self.message = one_line(message)
+        super().__init__(f"{self.path}: {self.message}" if self.path else self.message)
 
 
 class DataError(CausalrepError, ValueError):

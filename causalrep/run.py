@@ -1,5 +1,7 @@
 """CLI: python -m causalrep.run SPEC [--set k=v ...] [--out DIR] [--device cpu|cuda] [--resume RUN_DIR].
 
+python -m causalrep.run --check SPEC [--set k=v ...] validates SPEC without training or writing anything.
+
 Data-parallel on N processes: torchrun --nproc-per-node N -m causalrep.run SPEC (same arguments).
 """
 from __future__ import annotations
@@ -11,7 +13,8 @@ from .errors import CausalrepError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m causalrep.run", description="Train, evaluate and report one spec.")
+    p = argparse.ArgumentParser(prog="python -m causalrep.run", description="Train, evaluate and report one spec.",
+                                usage="%(prog)s SPEC [--set KEY=VALUE ...] [--check] [options]  (or --resume RUN_DIR)")
     p.add_argument("spec", nargs="?", help="spec YAML file (omit with --resume)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key (YAML-typed value), e.g. --set train.steps=200; repeatable")
@@ -21,7 +24,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-dir", metavar="DIR", help="train into DIR instead of OUT/NAME/<time stamp> (continues "
                                                    "from DIR's checkpoint if it has one; used by causalrep.sweep)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--check", action="store_true", help="validate SPEC (with its --set overrides) and exit: the schema "
+                   "and its ranges, the cross-section rules, the dataset, the split and the model (built on the meta "
+                   "device); nothing is trained or written. Exit status 0: ok, 2: the error printed")
     args = p.parse_args(argv)
+    if args.check and (args.resume or not args.spec):
+        p.error("--check takes a SPEC file (not --resume)")
     if not args.spec and not args.resume:
         p.error("give a SPEC file, or --resume RUN_DIR")
     if args.resume and args.run_dir:
@@ -29,8 +37,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def print_error(exc: BaseException) -> None:
+    """`error: ...` on stderr, one line, whatever stderr's encoding."""
+    line = f"error: {exc}"
+    enc = getattr(sys.stderr, "encoding", None) or "utf-8"
+    try:
+        line.encode(enc)
+    except (UnicodeEncodeError, LookupError):
+        line = line.encode("ascii", "backslashreplace").decode("ascii")
+    print(line, file=sys.stderr)
+
+
+def check(args: argparse.Namespace) -> int:
+    """--check: load and validate the spec, build what can be built without training; write nothing."""
+    try:
+        from .build import check_spec
+        from .spec import load_spec
+
+        info = check_spec(load_spec(args.spec, args.overrides))
+    except CausalrepError as exc:
+        print_error(exc)
+        return exc.exit_code
+    print(f"ok: {args.spec} ({info['kind']}, {info['params']:,} params; {info['dataset']}, {info['images']:,} images)")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.check:
+        return check(args)
     from .train import distributed
 
     main_rank = True
@@ -51,7 +86,7 @@ def main(argv=None) -> int:
                                                   if distributed.world_size() > 1 else ""), flush=True)
         metrics = exp.run()
     except CausalrepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; resume with --resume RUN_DIR (the last checkpoint is kept)", file=sys.stderr)

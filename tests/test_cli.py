@@ -78,3 +78,29 @@ def test_end_to_end_run_then_python_api(tmp_path):
     # resume through the CLI to more steps
     assert main(["--resume", str(run_dir), "--set", "train.steps=6", "--no-progress"]) == 0
     assert causalrep.load_run(run_dir).step == 6
+
+
+def test_check_validates_without_training_or_writing(tmp_path, capsys, monkeypatch):
+    spec = write_spec(tmp_path, tiny_data("sae", 4, {"kind": "chain", "nodes": 4}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--check", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"ok: {spec} (sae, ") and " params; dsprites, 737,280 images)" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # no run folder, nothing written
+    assert main(["--check", str(spec), "--set", "train.batch_size=0"]) == 2
+    assert capsys.readouterr().err == "error: train.batch_size: expected an int in [1, 1e6], got 0\n"
+    assert main(["--check", str(spec), "--set", "data.resolution=128"]) == 2  # in the schema's range, not dSprites'
+    err = capsys.readouterr().err
+    assert err.startswith("error: data: dsprites: resolution 128 is not supported") and err.count("\n") == 1
+
+
+def test_check_runs_the_builders_cross_section_rules(tmp_path, capsys):
+    spec = write_spec(tmp_path, tiny_data("vlae", 4, rungs=3))
+    assert main(["--check", str(spec)]) == 2
+    assert capsys.readouterr().err.startswith("error: model.rungs: latent_dim=4 is not divisible by rungs=3")
+
+
+def test_check_takes_a_spec_not_resume(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["--check", "--resume", str(tmp_path)])
+    assert info.value.code == 2

@@ -1,6 +1,8 @@
 """Typed conversion of plain YAML data into frozen attrs spec classes, with key-path errors."""
 from __future__ import annotations
 
+import math
+import re
 import types
 import typing
 from typing import Any
@@ -10,12 +12,94 @@ import attrs
 from ..errors import SpecError
 from ..registry import Registry
 
+MAX_ITEMS = 1024  # the longest list a spec key takes (layer widths, node names, edges, factor values)
 
-def spec_field(default: Any = attrs.NOTHING, *, help: str, choices: tuple | None = None):
-    """An attrs field carrying its documentation (`help`) and allowed values (`choices`)."""
+
+@attrs.frozen
+class Range:
+    """The valid values of a numeric key, written as an interval: "> 0", ">= 1", "[0, 1]", "(0, 1]", "[1, 1e9]".
+
+    It applies to every number in the key's value (each item of a list, each value of a mapping); `null`,
+    strings and booleans are not numbers and are left to the key's type. Bounds may be written as ints or
+    floats ("1e9"); the text is shown as written in errors and in docs/spec.md.
+    """
+
+    text: str
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    _ONE_SIDED = re.compile(r"^(>=|<=|>|<)\s*(\S+)$")
+    _INTERVAL = re.compile(r"^([\[(])\s*([^,\s]+)\s*,\s*([^,\s\])]+)\s*([\])])$")
+
+    @classmethod
+    def parse(cls, text: str) -> "Range":
+        text = " ".join(text.split())
+        try:
+            m = cls._ONE_SIDED.match(text)
+            if m:
+                op, x = m.group(1), float(m.group(2))
+                if op.startswith(">"):
+                    return cls(text, lo=x, lo_open=op == ">")
+                return cls(text, hi=x, hi_open=op == "<")
+            m = cls._INTERVAL.match(text)
+            if m:
+                lo, hi = float(m.group(2)), float(m.group(3))
+                if lo <= hi:
+                    return cls(text, lo=lo, hi=hi, lo_open=m.group(1) == "(", hi_open=m.group(4) == ")")
+        except ValueError:
+            pass
+        raise ValueError(f"bad range {text!r}: write '> 0', '>= 1', '[0, 1]', '(0, 1]' or '[1, 1e9]'")
+
+    def __contains__(self, v: float) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):  # ints are compared exactly, however large
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        if self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi):
+            return False
+        return True
+
+    @property
+    def phrase(self) -> str:
+        """How an error names the range: "> 0", "in [0, 1]"."""
+        return self.text if self.text[0] in "<>" else f"in {self.text}"
+
+    def check(self, value: Any, path: str) -> None:
+        """Raise SpecError(path-of-the-number, ...) for the first number in `value` outside the range."""
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return
+        if isinstance(value, (int, float)):
+            if value not in self:
+                what = "an int" if isinstance(value, int) else "a number"
+                raise SpecError(path, f"expected {what} {self.phrase}, got {describe(value)}")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                self.check(v, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                self.check(v, f"{path}.{key_text(k)}")
+
+
+def _range_validator(rng: Range):
+    def validate(instance, attribute, value):  # a directly constructed spec class is held to its ranges too
+        try:
+            rng.check(value, attribute.name)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+
+    return validate
+
+
+def spec_field(default: Any = attrs.NOTHING, *, help: str, choices: tuple | None = None, range: str | None = None):
+    """An attrs field carrying its documentation (`help`), allowed values (`choices`) and, for a numeric key,
+    its valid range (`range`, an interval such as "> 0" or "[0, 1]"; see Range)."""
     if isinstance(default, (list, dict)):
         raise TypeError("use a tuple (or attrs.Factory) for a mutable default")
-    return attrs.field(default=default, metadata={"help": help, "choices": choices})
+    rng = Range.parse(range) if range is not None else None
+    return attrs.field(default=default, metadata={"help": help, "choices": choices, "range": rng},
+                       validator=_range_validator(rng) if rng is not None else None)
 
 
 class Kinded:
@@ -63,12 +147,26 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def describe(value: Any) -> str:
+    """A value as an error message shows it: short, on one line."""
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 30:
+        return f"an int of {len(str(abs(value)))} digits"
+    return _short(repr(value), 80)
+
+
+def key_text(key: Any) -> str:
+    """A mapping key as a key path shows it (odd or long keys quoted and shortened, never over lines)."""
+    if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 64 and "." not in key:
+        return key
+    return _short(repr(key), 64)
 
 
 def convert(tp: Any, value: Any, path: str) -> Any:
@@ -94,11 +192,15 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise SpecError(path, f"expected {_type_name(tp)}, got {describe(value)}")
+        if len(value) > MAX_ITEMS:
+            raise SpecError(path, f"expected at most {MAX_ITEMS} items, got {len(value)}")
         return tuple(convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise SpecError(path, f"expected {_type_name(tp)}, got {describe(value)}")
-        return {convert(args[0], k, path): convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
+        if len(value) > MAX_ITEMS:
+            raise SpecError(path, f"expected at most {MAX_ITEMS} keys, got {len(value)}")
+        return {convert(args[0], k, path): convert(args[1], v, f"{path}.{key_text(k)}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -106,13 +208,22 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads `5e-4` (no dot) as a string (YAML 1.1 float regex)
+            number = value
+        elif isinstance(value, str) and len(value) <= 64:  # PyYAML reads `5e-4` (no dot) as a string (YAML 1.1)
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            try:
+                number = float(number)
+            except OverflowError:  # an int beyond float's range
+                number = math.inf
+            if not math.isfinite(number):
+                raise SpecError(path, f"expected a finite number, got {describe(value)}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -130,15 +241,15 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         kpath = f"{path}.kind" if path else "kind"
         if kind is None:
             raise SpecError(kpath, f"missing; allowed: {', '.join(cls.KINDS.names())}")
-        if kind not in cls.KINDS:
-            raise SpecError(kpath, f"unknown kind {kind!r}; allowed: {', '.join(cls.KINDS.names())}")
+        if not isinstance(kind, str) or kind not in cls.KINDS:
+            raise SpecError(kpath, f"unknown kind {describe(kind)}; allowed: {', '.join(cls.KINDS.names())}")
         cls = cls.KINDS.get(kind)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in attrs.fields(cls)}
     allowed = [*fields] + (["kind"] if issubclass(cls, Kinded) else [])
     kwargs = {}
     for key, value in data.items():
-        kp = f"{path}.{key}" if path else str(key)
+        kp = f"{path}.{key_text(key)}" if path else key_text(key)
         if key == "kind" and issubclass(cls, Kinded):
             continue
         if key not in fields:
@@ -149,7 +260,10 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         if choices is not None:
             for v in (val if isinstance(val, tuple) else (val,)):
                 if v not in choices:
-                    raise SpecError(kp, f"{v!r} is not allowed; allowed: {', '.join(map(str, choices))}")
+                    raise SpecError(kp, f"{describe(v)} is not allowed; allowed: {', '.join(map(str, choices))}")
+        rng = fields[key].metadata.get("range")
+        if rng is not None:
+            rng.check(val, kp)
         kwargs[key] = val
     for name, f in fields.items():
         if name not in kwargs and f.default is attrs.NOTHING:
@@ -157,7 +271,10 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
             raise SpecError(kp, f"missing required key ({_type_name(hints[name])}): {f.metadata.get('help', '')}")
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # a validator's "key: ..." names the key path
+        key, sep, rest = str(exc).partition(": ")
+        if sep and key in fields:
+            raise SpecError(f"{path}.{key}" if path else key, rest) from None
         raise SpecError(path, str(exc)) from None
 
 

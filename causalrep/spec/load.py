@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import yaml
 
 from ..errors import SpecError
-from .convert import from_dict, to_dict
+from .convert import describe, from_dict, to_dict
 from .schema import Spec
 
 
@@ -25,15 +25,76 @@ def deep_merge(base: dict, child: dict) -> dict:
     return out
 
 
+MAX_DEPTH = 64  # nesting levels a spec document may have (real specs use under 8)
+MAX_BYTES = 1 << 20  # the largest spec file read (real specs are a few kB)
+MAX_BASES = 32  # levels of `base:` files (real specs use one or two)
+
+
+class _TooDeep(yaml.YAMLError):
+    def __init__(self, what: str, mark):
+        self.problem, self.problem_mark = what, mark
+
+
+class SpecLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses documents nested deeper than MAX_DEPTH (they would exhaust Python's
+    recursion) and aliases that refer to a node from inside it (a cyclic document)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._open: list = []  # anchors of the nodes being composed, outermost first
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open:
+                raise _TooDeep(f"alias *{event.anchor} refers to its own anchor (a cyclic document)",
+                               event.start_mark)
+            return super().compose_node(parent, index)
+        if len(self._open) >= MAX_DEPTH:
+            raise _TooDeep(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self._open.append(getattr(event, "anchor", None))
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._open.pop()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: where (line, column) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return pos + ": " + str(getattr(exc, "problem", None) or getattr(exc, "reason", None) or type(exc).__name__)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load of `text` with SpecLoader's depth and cycle limits; a SpecError names `where`."""
+    try:
+        return yaml.load(text, Loader=SpecLoader)  # noqa: S506 (a SafeLoader: plain data only)
+    except yaml.YAMLError as exc:
+        raise SpecError("", f"{where}: invalid YAML{_yaml_problem(exc)}") from None
+    except RecursionError:  # a backstop: SpecLoader's depth limit keeps documents well inside the stack
+        raise SpecError("", f"{where}: invalid YAML: nested too deeply") from None
+
+
 def _read_yaml(path: Path, where: str) -> dict:
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte, ...
+        found = False
+    if not found:
         raise SpecError(where, f"spec file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise SpecError("", f"{path}: invalid YAML{pos}: {getattr(exc, 'problem', exc)}") from None
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise SpecError("", f"{path}: cannot read the spec file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_BYTES:
+        raise SpecError("", f"{path}: not a spec file: larger than {MAX_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError("", f"{path}: not a text file: invalid UTF-8 at byte {exc.start}") from None
+    data = parse_yaml(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -43,7 +104,12 @@ def _read_yaml(path: Path, where: str) -> dict:
 
 def load_tree(path: str | Path, _stack: tuple[Path, ...] = (), _where: str = "") -> dict:
     """The merged plain data of a spec file and its `base:` chain (paths relative to each file)."""
-    path = Path(path).resolve()
+    try:
+        path = Path(path).resolve()
+    except (OSError, ValueError):  # a NUL byte, a name the file system refuses
+        raise SpecError(_where, f"spec file not found: {describe(str(path))}") from None
+    if len(_stack) >= MAX_BASES:
+        raise SpecError(f"{_stack[-1].name}: base", f"more than {MAX_BASES} levels of base: files")
     if path in _stack:
         chain = " -> ".join(p.name for p in (*_stack, path))
         raise SpecError(f"{_stack[-1].name}: base", f"inheritance cycle: {chain}")
@@ -54,7 +120,7 @@ def load_tree(path: str | Path, _stack: tuple[Path, ...] = (), _where: str = "")
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise SpecError(f"{path.name}: base", f"expected a file name or a list of them, got {bases!r}")
+        raise SpecError(f"{path.name}: base", f"expected a file name or a list of them, got {describe(bases)}")
     merged: dict = {}
     for b in bases:
         merged = deep_merge(merged, load_tree(path.parent / b, (*_stack, path), f"{path.name}: base"))
@@ -64,15 +130,17 @@ def load_tree(path: str | Path, _stack: tuple[Path, ...] = (), _where: str = "")
 def apply_override(data: dict, override: str) -> dict:
     """Apply one `a.b.c=value` (value parsed as YAML) to plain spec data, returning a new dict."""
     if "=" not in override:
-        raise SpecError("--set", f"expected KEY.PATH=VALUE, got {override!r}")
+        raise SpecError("--set", f"expected KEY.PATH=VALUE, got {describe(override)}")
     key, _, raw = override.partition("=")
     keys = key.strip().split(".")
     if not all(keys):
-        raise SpecError("--set", f"bad key path {key!r} in {override!r}")
+        raise SpecError("--set", f"bad key path {describe(key)} in {describe(override)}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise SpecError(f"--set {key}", f"value {raw!r} is not valid YAML") from None
+        value = yaml.load(raw, Loader=SpecLoader) if raw.strip() else ""  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"--set {key}", f"value {describe(raw)} is not valid YAML{_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise SpecError(f"--set {key}", f"value {describe(raw)} is not valid YAML: nested too deeply") from None
     out = dict(data)
     node = out
     for i, k in enumerate(keys[:-1]):
@@ -80,7 +148,7 @@ def apply_override(data: dict, override: str) -> dict:
         if child is None:
             child = {}
         elif not isinstance(child, dict):
-            raise SpecError(".".join(keys[: i + 1]), f"--set {key}: cannot set a key inside {child!r}")
+            raise SpecError(".".join(keys[: i + 1]), f"--set {key}: cannot set a key inside {describe(child)}")
         node[k] = dict(child)
         node = node[k]
     node[keys[-1]] = value

@@ -7,6 +7,24 @@ from .convert import Kinded, kinded_base, register_kind, spec_field as field
 
 frozen = attrs.frozen(kw_only=True)
 
+# Valid ranges of the numeric keys (`range=` of a field; the interval syntax is convert.Range's). Every number in
+# a key's value must lie in its range: each width of a list of widths, each value of a mapping. Floats must also
+# be finite (NaN and infinities are refused everywhere). docs/spec.md shows each key's range.
+POSITIVE = "> 0"              # learning rates, scales, standard deviations
+NON_NEGATIVE = ">= 0"         # loss weights and penalties (0: off)
+SHARE = "[0, 1]"              # fractions and probabilities
+SEED = "[0, 4294967295]"      # seeds (numpy and torch take 32 bits)
+STEPS = "[1, 1e9]"            # step counts and intervals
+STEPS_OR_0 = "[0, 1e9]"       # step counts where 0 means none
+RESOLUTION = "[8, 512]"       # image side; each dataset supports a few sizes of these (python -m causalrep.run --check)
+PIXELS = "[1, 512]"           # patch sides, strides, feature-map sides
+BLOCKS = "[1, 64]"            # conv blocks and layers of a network
+CHANNELS = "[1, 4096]"        # conv channels and GroupNorm groups
+WIDTH = "[1, 65536]"          # hidden widths of MLP layers, token widths
+DIMS = "[1, 4096]"            # latent dimensions, per node or in all
+COUNT = "[1, 1024]"           # graph nodes, experts, heads, rungs, Str-Tfm layers
+INDEX = ">= 0"                # factor value indices
+
 
 # ---------------------------------------------------------------- data
 @kinded_base("perturbation kind")
@@ -20,11 +38,11 @@ class PerturbationSpec(Kinded):
 class PatternPerturbationSpec(PerturbationSpec):
     """x + eps * f(s(x)): a random +-1 pattern shifted by round(s / c_j) in column j (002 eq. 8)."""
 
-    epsilon: float = field(0.1, help="magnitude; 002 sec 5.4: beta-VAE picks s up at about 0.1")
+    epsilon: float = field(0.1, range=SHARE, help="magnitude; 002 sec 5.4: beta-VAE picks s up at about 0.1")
     factor: str | None = field(None, help="s = index of this ground-truth factor")
     run: str | None = field(None, help="s = least-noisy latent of this trained VAE run folder (002 eq. 6)")
-    scale: float = field(1.0, help="s is multiplied by this before the shift")
-    seed: int = field(0, help="seed of the pattern p and the column factors c_j")
+    scale: float = field(1.0, range=POSITIVE, help="s is multiplied by this before the shift")
+    seed: int = field(0, range=SEED, help="seed of the pattern p and the column factors c_j")
     fit: str = field("rescale", help="back into [0, 1] for BCE: rescale = (x + delta + eps) / (1 + 2 eps), the whole "
                                     "pattern kept; clamp = cut at 0 and 1 (half the pattern on binary images)",
                      choices=("rescale", "clamp"))
@@ -39,8 +57,8 @@ class PatternPerturbationSpec(PerturbationSpec):
 class UniformPerturbationSpec(PerturbationSpec):
     """The control of 002 sec 5.3: pixel-wise uniform noise in [-eps, eps], fixed per image."""
 
-    epsilon: float = field(0.1, help="noise magnitude (the same as the pattern's for the control)")
-    seed: int = field(0, help="noise seed")
+    epsilon: float = field(0.1, range=SHARE, help="noise magnitude (the same as the pattern's for the control)")
+    seed: int = field(0, range=SEED, help="noise seed")
     fit: str = field("rescale", help="back into [0, 1] for BCE: rescale = (x + delta + eps) / (1 + 2 eps), the whole "
                                     "pattern kept; clamp = cut at 0 and 1 (half the pattern on binary images)",
                      choices=("rescale", "clamp"))
@@ -49,13 +67,17 @@ class UniformPerturbationSpec(PerturbationSpec):
 @frozen
 class DataSpec:
     name: str = field(help="dataset name (see the dataset registry: dsprites, shapes3d, mpi3d, ...)")
-    resolution: int = field(64, help="image side in pixels (square images; smaller sizes are area-averaged)")
-    split: tuple[float, ...] = field((0.7, 0.1, 0.2), help="train/val/test fractions of the dataset (001 sec 3)")
+    resolution: int = field(64, help="image side in pixels (square images; smaller sizes are area-averaged)",
+                            range=RESOLUTION)
+    split: tuple[float, ...] = field((0.7, 0.1, 0.2), help="train/val/test fractions of the dataset (001 sec 3)",
+                                     range=SHARE)
     path: str | None = field(None, help="a real dataset file to load instead of the procedural generator")
     include: dict[str, tuple[int | str, ...]] = field(attrs.Factory(dict), help="keep only images whose factor "
-                                                      "takes one of these values (index or name), e.g. {shape: [cube]}")
+                                                      "takes one of these values (index or name), e.g. {shape: [cube]}",
+                                                      range=INDEX)
     exclude: dict[str, tuple[int | str, ...]] = field(attrs.Factory(dict), help="drop images whose factor takes one "
-                                                      "of these values, e.g. {shape: [sphere]} (001 extrapolation)")
+                                                      "of these values, e.g. {shape: [sphere]} (001 extrapolation)",
+                                                      range=INDEX)
     perturbation: PerturbationSpec | None = field(None, help="perturb every image, keeping the labels (002)")
     resident: str = field("auto", help="keep the training split on the device as uint8 (auto: on CUDA when it "
                                        "fits in 8 GB)", choices=("auto", "always", "never"))
@@ -78,8 +100,8 @@ class GraphSpec(Kinded):
 class ChainGraphSpec(GraphSpec):
     """SAE causal ordering u1 -> u2 -> ...: node i enters the structural decoder at depth i (001 sec 2.1)."""
 
-    nodes: int = field(help="number of latent nodes (SAE-K has K)")
-    node_dim: int | None = field(None, help="dims per node; default model.latent_dim / nodes")
+    nodes: int = field(range=COUNT, help="number of latent nodes (SAE-K has K)")
+    node_dim: int | None = field(None, range=DIMS, help="dims per node; default model.latent_dim / nodes")
     prefix: str = field("u", help="node names are PREFIX1..PREFIXK")
 
 
@@ -90,8 +112,8 @@ class DagGraphSpec(GraphSpec):
 
     nodes: tuple[str, ...] = field((), help="node names in declaration order (latent layout order)")
     edges: tuple[tuple[str, ...], ...] = field((), help="directed edges as [parent, child] pairs")
-    node_dim: int | None = field(None, help="dims per node; default model.latent_dim / len(nodes)")
-    node_dims: dict[str, int] = field(attrs.Factory(dict), help="per-node dims overriding node_dim")
+    node_dim: int | None = field(None, range=DIMS, help="dims per node; default model.latent_dim / len(nodes)")
+    node_dims: dict[str, int] = field(attrs.Factory(dict), range=DIMS, help="per-node dims overriding node_dim")
     from_dataset: bool = field(False, help="take nodes and edges from the dataset's true graph")
 
 
@@ -100,13 +122,13 @@ class DagGraphSpec(GraphSpec):
 class LearnedGraphSpec(GraphSpec):
     """A learnable adjacency A with the DAG penalty h(A) = tr((I + A*A/n)^n) - n (CausalVAE, 003)."""
 
-    nodes: int | tuple[str, ...] = field(help="number of nodes, or their names")
-    node_dim: int | None = field(None, help="dims per node; default model.latent_dim / nodes")
+    nodes: int | tuple[str, ...] = field(range=COUNT, help="number of nodes, or their names")
+    node_dim: int | None = field(None, range=DIMS, help="dims per node; default model.latent_dim / nodes")
     prior_edges: tuple[tuple[str, ...], ...] = field((), help="[parent, child] edges that must exist")
     forbidden_edges: tuple[tuple[str, ...], ...] = field((), help="[parent, child] edges that may not exist")
-    dag_weight: float = field(1.0, help="weight of h(A) in the loss")
-    sparsity: float = field(0.0, help="weight of the L1 penalty on A")
-    threshold: float = field(0.3, help="|A_ij| above which an edge counts as present")
+    dag_weight: float = field(1.0, range=NON_NEGATIVE, help="weight of h(A) in the loss")
+    sparsity: float = field(0.0, range=NON_NEGATIVE, help="weight of the L1 penalty on A")
+    threshold: float = field(0.3, range=NON_NEGATIVE, help="|A_ij| above which an edge counts as present")
 
 
 @register_kind(GraphSpec, "experts")
@@ -114,7 +136,7 @@ class LearnedGraphSpec(GraphSpec):
 class ExpertsGraphSpec(GraphSpec):
     """N independent mechanisms competing for data (ICM, 004 sec 3)."""
 
-    experts: int = field(help="number of competing experts N'")
+    experts: int = field(range=COUNT, help="number of competing experts N'")
     assignment: str = field("wta", help="winner-take-all or soft assignment", choices=("wta", "soft"))
 
 
@@ -130,10 +152,10 @@ class EncoderSpec(Kinded):
 class ConvEncoderSpec(EncoderSpec):
     """The conv backbone of 001 appendix A.2.1: conv + GroupNorm + Mish, 2x2 max-pool every third block."""
 
-    blocks: int = field(12, help="number of conv blocks (first 5x5, then 3x3)")
-    channels: int = field(64, help="channels of every conv block")
-    hidden: tuple[int, ...] = field((), help="hidden widths of the MLP head after the conv features")
-    groups: int = field(8, help="GroupNorm groups")
+    blocks: int = field(12, range=BLOCKS, help="number of conv blocks (first 5x5, then 3x3)")
+    channels: int = field(64, range=CHANNELS, help="channels of every conv block")
+    hidden: tuple[int, ...] = field((), range=WIDTH, help="hidden widths of the MLP head after the conv features")
+    groups: int = field(8, range=CHANNELS, help="GroupNorm groups")
 
 
 @kinded_base("decoder kind")
@@ -147,10 +169,11 @@ class DecoderSpec(Kinded):
 class ConvDecoderSpec(DecoderSpec):
     """The hourglass decoder of 001 A.2.1: bilinear 2x upsampling before every third conv block."""
 
-    blocks: int = field(12, help="number of conv blocks")
-    channels: int = field(64, help="channels of every conv block")
-    hidden: tuple[int, ...] = field((), help="hidden widths of the MLP from the latent to the first features")
-    groups: int = field(8, help="GroupNorm groups")
+    blocks: int = field(12, range=BLOCKS, help="number of conv blocks")
+    channels: int = field(64, range=CHANNELS, help="channels of every conv block")
+    hidden: tuple[int, ...] = field((), help="hidden widths of the MLP from the latent to the first features",
+                                    range=WIDTH)
+    groups: int = field(8, range=CHANNELS, help="GroupNorm groups")
 
 
 @register_kind(DecoderSpec, "structural")
@@ -158,10 +181,11 @@ class ConvDecoderSpec(DecoderSpec):
 class StructuralDecoderSpec(DecoderSpec):
     """Structural decoder (001 sec 2.2): static features transformed by one Str-Tfm layer per graph node."""
 
-    blocks: int = field(12, help="number of conv blocks, spread evenly over the graph's levels")
-    channels: int = field(64, help="channels of every conv block")
-    mechanism_hidden: tuple[int, ...] = field((64, 64, 64), help="hidden widths of each Str-Tfm MLP (A.2.1: three)")
-    groups: int = field(8, help="GroupNorm groups")
+    blocks: int = field(12, range=BLOCKS, help="number of conv blocks, spread evenly over the graph's levels")
+    channels: int = field(64, range=CHANNELS, help="channels of every conv block")
+    mechanism_hidden: tuple[int, ...] = field((64, 64, 64), help="hidden widths of each Str-Tfm MLP (A.2.1: three)",
+                                              range=WIDTH)
+    groups: int = field(8, range=CHANNELS, help="GroupNorm groups")
 
 
 # ---------------------------------------------------------------- model
@@ -176,7 +200,7 @@ class ModelSpec(Kinded):
 class AESpec(ModelSpec):
     """Unregularised hourglass autoencoder (001 sec 3.1, "AE")."""
 
-    latent_dim: int = field(help="total latent dimensions D")
+    latent_dim: int = field(range=DIMS, help="total latent dimensions D")
     encoder: EncoderSpec = field(attrs.Factory(ConvEncoderSpec), help="encoder network")
     decoder: DecoderSpec = field(attrs.Factory(ConvDecoderSpec), help="decoder network (conv)")
 
@@ -186,7 +210,7 @@ class AESpec(ModelSpec):
 class VAESpec(AESpec):
     """VAE (Kingma & Welling 2013): Gaussian posterior, N(0, I) prior, loss = recon + beta * KL."""
 
-    beta: float = field(1.0, help="weight of the KL term")
+    beta: float = field(1.0, range=NON_NEGATIVE, help="weight of the KL term")
 
 
 @register_kind(ModelSpec, "bvae")
@@ -194,7 +218,7 @@ class VAESpec(AESpec):
 class BetaVAESpec(AESpec):
     """beta-VAE (Higgins et al. 2017; 003): beta = 2 was best on 3D-Shapes and MPI3D (001 A.2.2)."""
 
-    beta: float = field(2.0, help="weight of the KL term")
+    beta: float = field(2.0, range=NON_NEGATIVE, help="weight of the KL term")
 
 
 @register_kind(ModelSpec, "causalvae")
@@ -203,24 +227,26 @@ class CausalVAESpec(ModelSpec):
     """CausalVAE (Yang et al. 2021; 003): a `learned` graph over labelled concepts, z = (I - A^T)^-1 eps,
     mask layer z_i = g_i(A_i * z) + eps_i, loss = -ELBO + DAG penalty + beta_u * l_u + gamma_m * l_m."""
 
-    latent_dim: int = field(help="total latent dimensions: graph nodes x dims per node")
+    latent_dim: int = field(range=DIMS, help="total latent dimensions: graph nodes x dims per node")
     encoder: EncoderSpec = field(attrs.Factory(ConvEncoderSpec), help="encoder network (conv) -> q(eps|x)")
     decoder: DecoderSpec = field(attrs.Factory(ConvDecoderSpec), help="decoder network (conv) from z~")
-    mechanism_hidden: tuple[int, ...] = field((32,), help="hidden widths of each node's mask-layer MLP g_i")
-    label_hidden: int = field(16, help="hidden width of each node's norm-bounded label mechanism h_i in l_u")
-    beta_u: float = field(1.0, help="beta: weight of the label loss l_u (003 eqs 38, 41)")
-    gamma_m: float = field(1.0, help="gamma: weight of the mechanism loss l_m (003 eqs 39, 41)")
-    kl_weight: float = field(1.0, help="weight of the two KL terms of the ELBO")
+    mechanism_hidden: tuple[int, ...] = field((32,), help="hidden widths of each node's mask-layer MLP g_i",
+                                              range=WIDTH)
+    label_hidden: int = field(16, help="hidden width of each node's norm-bounded label mechanism h_i in l_u",
+                              range=WIDTH)
+    beta_u: float = field(1.0, range=NON_NEGATIVE, help="beta: weight of the label loss l_u (003 eqs 38, 41)")
+    gamma_m: float = field(1.0, range=NON_NEGATIVE, help="gamma: weight of the mechanism loss l_m (003 eqs 39, 41)")
+    kl_weight: float = field(1.0, range=NON_NEGATIVE, help="weight of the two KL terms of the ELBO")
     dag_schedule: str = field("augmented_lagrangian", help="augmented_lagrangian: lam * h + rho/2 * h^2 with "
                               "NOTEARS updates; fixed: graph.dag_weight * h (003 eq 41's alpha)",
                               choices=("augmented_lagrangian", "fixed"))
-    dag_rho: float = field(1.0, help="initial rho of the augmented Lagrangian")
-    dag_rho_growth: float = field(10.0, help="rho's factor when h(A) did not fall below a quarter")
-    dag_rho_max: float = field(1e6, help="largest rho")
-    dag_update_every: int = field(200, help="steps between multiplier updates")
+    dag_rho: float = field(1.0, range=POSITIVE, help="initial rho of the augmented Lagrangian")
+    dag_rho_growth: float = field(10.0, range=">= 1", help="rho's factor when h(A) did not fall below a quarter")
+    dag_rho_max: float = field(1e6, range=POSITIVE, help="largest rho")
+    dag_update_every: int = field(200, range=STEPS, help="steps between multiplier updates")
     prior_std: float = field(1.0, help="lambda_2 of the label-conditioned prior p(z|u) = N(u, lambda_2^2) "
                                        "(003 eq 33 takes 1; smaller ties each concept's value closer to its "
-                                       "label, so do(z_i := label) stays on the encoder's manifold)")
+                                       "label, so do(z_i := label) stays on the encoder's manifold)", range=POSITIVE)
     graph_from: str = field("joint", help="joint: every loss term trains A (003); labels: only l_u, the DAG "
                                           "penalty and the sparsity do (the causal and mask layers read A "
                                           "without a gradient)", choices=("joint", "labels"))
@@ -233,7 +259,7 @@ class CausalVAESpec(ModelSpec):
 class SAESpec(ModelSpec):
     """Structural autoencoder SAE-K (001 sec 2): conv encoder, structural decoder built from the graph."""
 
-    latent_dim: int = field(help="total latent dimensions D, split evenly over the graph's nodes")
+    latent_dim: int = field(range=DIMS, help="total latent dimensions D, split evenly over the graph's nodes")
     encoder: EncoderSpec = field(attrs.Factory(ConvEncoderSpec), help="encoder network")
     decoder: DecoderSpec = field(attrs.Factory(StructuralDecoderSpec), help="decoder network (structural)")
 
@@ -244,9 +270,10 @@ class WAESpec(AESpec):
     """WAE-MMD (Tolstikhin et al. 2018; the "WAE" baseline of 001 sec 3.1): deterministic encoder,
     loss = recon + lam * MMD^2 to N(0, I) with the inverse multiquadric kernel."""
 
-    lam: float = field(10.0, help="weight of the MMD penalty (WAE sec 4: 10 on MNIST, 100 on CelebA; 001 gives none)")
+    lam: float = field(10.0, help="weight of the MMD penalty (WAE sec 4: 10 on MNIST, 100 on CelebA; 001 gives none)",
+                       range=NON_NEGATIVE)
     kernel_scale: float = field(1.0, help="sigma_z^2 in the IMQ kernel constant C = 2 * latent_dim * sigma_z^2 "
-                                          "(1: the N(0, I) prior)")
+                                          "(1: the N(0, I) prior)", range=POSITIVE)
 
 
 @register_kind(ModelSpec, "btcvae")
@@ -255,20 +282,15 @@ class BTCVAESpec(AESpec):
     """beta-TC-VAE (Chen et al. 2018; studied in 002): loss = recon + alpha * MI + beta * TC + gamma *
     dimension-wise KL, estimated on each minibatch (minibatch weighted sampling by default)."""
 
-    alpha: float = field(1.0, help="weight of the index-code mutual information")
-    beta: float = field(6.0, help="weight of the total correlation")
-    gamma: float = field(1.0, help="weight of the dimension-wise KL")
+    alpha: float = field(1.0, range=NON_NEGATIVE, help="weight of the index-code mutual information")
+    beta: float = field(6.0, range=NON_NEGATIVE, help="weight of the total correlation")
+    gamma: float = field(1.0, range=NON_NEGATIVE, help="weight of the dimension-wise KL")
     estimator: str = field("mws", help="estimator of q(z) in the TC: mws = minibatch weighted sampling (Chen et al. "
                                       "sec 4.1; disentanglement_lib trains with it), mss = stratified importance "
                                       "weights (unbiased)", choices=("mws", "mss"))
-    dataset_size: int | None = field(None, help="N of the TC estimator; null: the train "
+    dataset_size: int | None = field(None, range="[1, 1e12]", help="N of the TC estimator; null: the train "
                                                 "split's size, from the dataset's factor grid, data.split and the "
                                                 "include/exclude filters")
-
-    @dataset_size.validator
-    def _positive(self, attribute, value):
-        if value is not None and value < 1:
-            raise ValueError(f"dataset_size: expected a positive int, got {value}")
 
 
 @register_kind(ModelSpec, "factorvae")
@@ -278,10 +300,11 @@ class FactorVAESpec(AESpec):
     discriminator trained with its own Adam (betas 0.5, 0.9) on z vs dimension-wise permuted z."""
 
     gamma: float = field(10.0, help="weight of the TC term (the smallest of disentanglement_lib's FactorVAE "
-                                    "sweep 10..100, which 002 sec 5 takes its settings from)")
+                                    "sweep 10..100, which 002 sec 5 takes its settings from)", range=NON_NEGATIVE)
     discriminator_hidden: tuple[int, ...] = field((1000,) * 6, help="hidden widths of the discriminator MLP "
-                                                                    "(Kim & Mnih: 6 layers of 1000)")
-    discriminator_lr: float = field(1e-4, help="Adam learning rate of the discriminator (Kim & Mnih: 1e-4)")
+                                                                    "(Kim & Mnih: 6 layers of 1000)", range=WIDTH)
+    discriminator_lr: float = field(1e-4, help="Adam learning rate of the discriminator (Kim & Mnih: 1e-4)",
+                                    range=POSITIVE)
 
 
 @register_kind(ModelSpec, "laddervae")
@@ -291,15 +314,12 @@ class LadderVAESpec(AESpec):
     precision-weighted posterior merge, KL warm-up."""
 
     layer_dims: tuple[int, ...] | None = field(None, help="dims of the stochastic layers z_1 (bottom) .. z_L (top), "
-                                                          "summing to latent_dim; null: latent_dim over 3 layers")
-    warmup_steps: int = field(10_000, help="steps over which the KL weight rises linearly from 0 to 1 (003)")
-    rung_width: int = field(128, help="width of the deterministic bottom-up and top-down ladder features")
-    rung_hidden: tuple[int, ...] = field((), help="hidden widths of each ladder rung's MLP")
-
-    @warmup_steps.validator
-    def _non_negative(self, attribute, value):
-        if value < 0:
-            raise ValueError(f"warmup_steps: expected a non-negative int, got {value}")
+                                                          "summing to latent_dim; null: latent_dim over 3 layers",
+                                               range=DIMS)
+    warmup_steps: int = field(10_000, help="steps over which the KL weight rises linearly from 0 to 1 (003)",
+                              range=STEPS_OR_0)
+    rung_width: int = field(128, range=WIDTH, help="width of the deterministic bottom-up and top-down ladder features")
+    rung_hidden: tuple[int, ...] = field((), range=WIDTH, help="hidden widths of each ladder rung's MLP")
 
 
 @register_kind(EncoderSpec, "attention")
@@ -308,21 +328,15 @@ class AttentionEncoderSpec(EncoderSpec):
     """The ASAE attention encoder (000 sec 2): overlapping patches with their (x, y) coordinates, each embedded
     by one shared MLP, then a single attention layer whose `model.heads` heads each write latent_dim / heads dims."""
 
-    patch: int = field(4, help="patch side in pixels (000 sec 2: overlapping 4x4 patches)")
+    patch: int = field(4, range=PIXELS, help="patch side in pixels (000 sec 2: overlapping 4x4 patches)")
     stride: int = field(2, help="step between patches (not given in 000; 2 overlaps 4x4 patches by half and, "
-                                "with zero padding (patch - stride) / 2, tiles 64x64 images as a 32x32 grid)")
+                                "with zero padding (patch - stride) / 2, tiles 64x64 images as a 32x32 grid)",
+                        range=PIXELS)
     embed_dim: int = field(384, help="token width E, divisible by model.heads (each head's keys and values "
-                                     "have E / heads dims)")
-    hidden: tuple[int, ...] = field((256,), help="hidden widths of the per-patch MLP (pixels + x, y -> E)")
-    head_hidden: tuple[int, ...] = field((64, 64, 64), help="hidden widths of each head's MLP from its "
+                                     "have E / heads dims)", range=WIDTH)
+    hidden: tuple[int, ...] = field((256,), range=WIDTH, help="hidden widths of the per-patch MLP (pixels + x, y -> E)")
+    head_hidden: tuple[int, ...] = field((64, 64, 64), range=WIDTH, help="hidden widths of each head's MLP from its "
                                                             "attended features to its latent dims")
-
-    @patch.validator
-    @stride.validator
-    @embed_dim.validator
-    def _positive(self, attribute, value):
-        if value < 1:
-            raise ValueError(f"{attribute.name}: expected a positive int, got {value}")
 
 
 @register_kind(ModelSpec, "adaae")
@@ -331,17 +345,12 @@ class AdaAESpec(ModelSpec):
     """AdaAE-K (001 sec 3.1, "Adaptive"): the SAE except that every Str-Tfm layer sees the whole latent
     vector (effectively Ada-IN); each latent dim is its own variable for hybrid sampling."""
 
-    latent_dim: int = field(help="total latent dimensions D; every Str-Tfm layer reads all of them")
-    layers: int | None = field(None, help="Str-Tfm layers K, placed evenly between the decoder blocks "
+    latent_dim: int = field(range=DIMS, help="total latent dimensions D; every Str-Tfm layer reads all of them")
+    layers: int | None = field(None, range=COUNT, help="Str-Tfm layers K, placed evenly between the decoder blocks "
                                           "(001 A.2.1); null: latent_dim (AdaAE-12 for D = 12)")
     encoder: EncoderSpec = field(attrs.Factory(ConvEncoderSpec), help="encoder network (conv)")
     decoder: DecoderSpec = field(attrs.Factory(StructuralDecoderSpec), help="decoder network: structural "
                                  "(mechanism_hidden sizes each layer's MLP) or conv (its hidden does)")
-
-    @layers.validator
-    def _layers(self, attribute, value):
-        if value is not None and value < 1:
-            raise ValueError(f"layers: expected a positive int, got {value}")
 
 
 @register_kind(ModelSpec, "vlae")
@@ -350,28 +359,23 @@ class VLAESpec(ModelSpec):
     """VLAE-L (Zhao et al. 2017; 001 sec 3.1): L latent groups inferred from and injected at L depths by
     ladder rungs that concatenate their features with the decoder's; N(0, I) prior, loss = recon + beta * KL."""
 
-    latent_dim: int = field(help="total latent dimensions D, split evenly over the rungs")
+    latent_dim: int = field(range=DIMS, help="total latent dimensions D, split evenly over the rungs")
     rungs: int = field(4, help="ladder rungs L (001: 2, 3, 4, 6, 12, 16); rung k enters before decoder block "
-                               "k * blocks / L and reads the mirrored encoder block")
-    beta: float = field(1.0, help="weight of the KL term (1: the ELBO)")
+                               "k * blocks / L and reads the mirrored encoder block", range=COUNT)
+    beta: float = field(1.0, range=NON_NEGATIVE, help="weight of the KL term (1: the ELBO)")
     rung_hidden: tuple[int, ...] = field((32, 32, 32), help="hidden widths of every inference and generative "
-                                                            "rung MLP (001 A.2.1: three hidden layers)")
+                                                            "rung MLP (001 A.2.1: three hidden layers)", range=WIDTH)
     rung_channels: int = field(8, help="channels of a generative rung's feature map (concatenated with the "
-                                       "decoder's features, then a 1x1 conv block back to its channels)")
-    rung_side: int = field(4, help="side of a generative rung's map, bilinearly resized to the features it joins")
-    rung_pool: int = field(2, help="inference rungs read the encoder features average-pooled to this side")
+                                       "decoder's features, then a 1x1 conv block back to its channels)",
+                               range=CHANNELS)
+    rung_side: int = field(4, help="side of a generative rung's map, bilinearly resized to the features it joins",
+                           range=PIXELS)
+    rung_pool: int = field(2, help="inference rungs read the encoder features average-pooled to this side",
+                           range=PIXELS)
     encoder: EncoderSpec = field(attrs.Factory(ConvEncoderSpec), help="encoder network (conv; the rungs "
                                  "replace its MLP head, so hidden must be empty)")
     decoder: DecoderSpec = field(attrs.Factory(ConvDecoderSpec), help="decoder network (conv; the first rung "
                                  "starts it, so hidden must be empty)")
-
-    @rungs.validator
-    @rung_channels.validator
-    @rung_side.validator
-    @rung_pool.validator
-    def _positive(self, attribute, value):
-        if value < 1:
-            raise ValueError(f"{attribute.name}: expected a positive int, got {value}")
 
 
 @register_kind(ModelSpec, "asae")
@@ -380,18 +384,14 @@ class ASAESpec(ModelSpec):
     """ASAE-H (000 sec 2): an attention encoder whose H heads each write latent_dim / H dims, and the SAE's
     structural decoder (000: K = 12, a chain over latent_dim nodes unless `graph` says otherwise)."""
 
-    latent_dim: int = field(help="total latent dimensions D (000: 12), divisible by heads")
-    heads: int = field(4, help="attention heads H (000: 4, 6 or 12); head h writes dims [h*D/H, (h+1)*D/H)")
+    latent_dim: int = field(range=DIMS, help="total latent dimensions D (000: 12), divisible by heads")
+    heads: int = field(4, help="attention heads H (000: 4, 6 or 12); head h writes dims [h*D/H, (h+1)*D/H)",
+                       range=COUNT)
     encoder: EncoderSpec = field(attrs.Factory(AttentionEncoderSpec), help="attention (000: patches + "
                                  "coordinates) or conv (attention over the conv features' pixels: token width "
                                  "= channels, each head's MLP = hidden)")
     decoder: DecoderSpec = field(attrs.Factory(StructuralDecoderSpec), help="decoder network: structural "
                                  "(000) or conv")
-
-    @heads.validator
-    def _heads(self, attribute, value):
-        if value < 1:
-            raise ValueError(f"heads: expected a positive int, got {value}")
 
 
 @register_kind(ModelSpec, "icm")
@@ -402,18 +402,21 @@ class ICMSpec(ModelSpec):
     whose output the discriminator scores highest, and only winners are trained, to fool it."""
 
     expert_layers: int = field(7, help="3x3 conv + batch norm + ELU layers of an expert before its 3x3 sigmoid "
-                                       "output conv (004 Table 1: 7; the main text's five convs in all: 4)")
-    expert_channels: int = field(32, help="filters of every expert conv layer (004 Table 1: 32)")
+                                       "output conv (004 Table 1: 7; the main text's five convs in all: 4)",
+                               range=BLOCKS)
+    expert_channels: int = field(32, range=CHANNELS, help="filters of every expert conv layer (004 Table 1: 32)")
     discriminator_channels: tuple[tuple[int, ...], ...] = field(
         ((16, 16, 16), (32, 32), (64, 64)), help="discriminator 3x3 conv + ELU widths per stage, each stage "
-                                                 "followed by 2x2 average pooling (004 Table 1)")
+                                                 "followed by 2x2 average pooling (004 Table 1)", range=CHANNELS)
     discriminator_hidden: int = field(1024, help="units of the discriminator's last hidden (FC, ELU) layer "
-                                                 "(004 Table 1)")
+                                                 "(004 Table 1)", range=WIDTH)
     discriminator_lr: float | None = field(None, help="Adam learning rate of the discriminator; null: train.lr "
-                                                      "(004: Adam with default hyper-parameters for both)")
+                                                      "(004: Adam with default hyper-parameters for both)",
+                                           range=POSITIVE)
     discriminator_r1: float = field(0.0, help="weight gamma of the R1 penalty gamma/2 E||grad_x D(x)||^2 on "
                                               "canonical digits (Mescheder et al. 2018), against a discriminator "
-                                              "fitting a small canonical set; 0: off (004 has none)")
+                                              "fitting a small canonical set; 0: off (004 has none)",
+                                    range=NON_NEGATIVE)
     discriminator_fakes: str = field("all", help="fakes the discriminator trains on: every expert's output, "
                                                  "weighted 1/N' (004 Algorithm 1 line 5 and eq. 3) or only the "
                                                  "winners'", choices=("all", "winners"))
@@ -428,70 +431,46 @@ class ICMSpec(ModelSpec):
                                              "on its won images only, normalised with the scoring pass's "
                                              "statistics (cheaper)", choices=("full", "won"))
     init_iters: int = field(500, help="most steps of each expert's approximate-identity initialisation on "
-                                      "transformed batches (004 appendix B: 500; 0 skips it)")
+                                      "transformed batches (004 appendix B: 500; 0 skips it)", range=STEPS_OR_0)
     init_mse: float = field(0.002, help="an expert's initialisation stops once its batch MSE to the input is "
-                                        "below this (004 appendix B: 0.002)")
+                                        "below this (004 appendix B: 0.002)", range=NON_NEGATIVE)
     revive_every: int = field(0, help="every this many steps, an expert that won under revive_below of the "
                                       "images since the last check is replaced by a perturbed copy of the "
                                       "busiest expert (experts added during training, 004 sec 3 item 1); "
-                                      "0: off, Algorithm 1 exactly")
-    revive_below: float = field(0.01, help="win share under which an expert counts as inactive (revive_every)")
-    revive_until: int | None = field(None, help="last step at which experts may be revived (null: the whole run)")
+                                      "0: off, Algorithm 1 exactly", range=STEPS_OR_0)
+    revive_below: float = field(0.01, help="win share under which an expert counts as inactive (revive_every)",
+                                range="[0, 1)")
+    revive_until: int | None = field(None, help="last step at which experts may be revived (null: the whole run)",
+                                     range=STEPS_OR_0)
     revive_noise: float = field(0.01, help="std of the Gaussian perturbation of a revived copy, relative to each "
-                                           "weight tensor's RMS (breaks the tie with its source)")
+                                           "weight tensor's RMS (breaks the tie with its source)", range="[0, 1)")
     stop_stability: float | None = field(None, help="stop training once the probe's assignment_stability (share "
                                                     "of validation digits keeping their winner between validation "
                                                     "steps) is at least this at stop_checks validation steps in a "
                                                     "row after revive_until (004 sec 3 item 2b); null: train all "
-                                                    "train.steps")
-    stop_checks: int = field(3, help="consecutive validation steps at stop_stability that stop training")
-
-    @revive_every.validator
-    @stop_checks.validator
-    @expert_layers.validator
-    @expert_channels.validator
-    @discriminator_hidden.validator
-    def _positive(self, attribute, value):
-        if value < (0 if attribute.name == "revive_every" else 1):
-            raise ValueError(f"{attribute.name}: expected a {'non-negative' if attribute.name == 'revive_every' else 'positive'} "
-                             f"int, got {value}")
-
-    @revive_below.validator
-    @revive_noise.validator
-    def _share(self, attribute, value):
-        if not 0 <= value < 1:
-            raise ValueError(f"{attribute.name}: expected a number in [0, 1), got {value}")
-
-    @stop_stability.validator
-    def _stop_share(self, attribute, value):
-        if value is not None and not 0 < value <= 1:
-            raise ValueError(f"stop_stability: expected a share in (0, 1] or null, got {value}")
-
-    @init_iters.validator
-    @discriminator_r1.validator
-    def _non_negative(self, attribute, value):
-        if value < 0:
-            raise ValueError(f"{attribute.name}: expected a non-negative number, got {value}")
+                                                    "train.steps", range="(0, 1]")
+    stop_checks: int = field(3, range=STEPS, help="consecutive validation steps at stop_stability that stop training")
 
 
 # ---------------------------------------------------------------- train / evaluate / track
 @frozen
 class TrainSpec:
-    steps: int = field(100_000, help="optimiser steps (001 A.2.2: 100k)")
-    batch_size: int = field(128, help="images per step (001 A.2.2: 128)")
-    lr: float = field(5e-4, help="Adam learning rate (001 A.2.2)")
-    betas: tuple[float, ...] = field((0.9, 0.999), help="Adam betas (001 A.2.2)")
+    steps: int = field(100_000, range=STEPS, help="optimiser steps (001 A.2.2: 100k)")
+    batch_size: int = field(128, range="[1, 1e6]", help="images per step (001 A.2.2: 128)")
+    lr: float = field(5e-4, range=POSITIVE, help="Adam learning rate (001 A.2.2)")
+    betas: tuple[float, ...] = field((0.9, 0.999), range="[0, 1)", help="Adam betas (001 A.2.2)")
     lr_schedule: str = field("constant", help="learning rate over the steps: constant (001 A.2.2) or cosine "
                                              "(from lr down to 0 at train.steps, after the warm-up)",
                              choices=("constant", "cosine"))
-    lr_warmup_steps: int = field(0, help="steps over which the learning rate rises linearly from lr/warmup to lr")
+    lr_warmup_steps: int = field(0, help="steps over which the learning rate rises linearly from lr/warmup to lr",
+                                 range=STEPS_OR_0)
     loss: str = field("bce", help="reconstruction loss, summed over pixels", choices=("bce", "mse"))
     precision: str = field("auto", help="auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
     device: str = field("auto", help="auto: CUDA when present", choices=("auto", "cpu", "cuda"))
-    checkpoint_every: int = field(1000, help="steps between checkpoints (atomic writes)")
-    log_every: int = field(50, help="steps between logged training metrics")
-    val_every: int = field(1000, help="steps between validation passes")
-    threads: int | None = field(None, help="torch CPU threads (default: torch's choice)")
+    checkpoint_every: int = field(1000, range=STEPS, help="steps between checkpoints (atomic writes)")
+    log_every: int = field(50, range=STEPS, help="steps between logged training metrics")
+    val_every: int = field(1000, range=STEPS, help="steps between validation passes")
+    threads: int | None = field(None, range="[1, 1024]", help="torch CPU threads (default: torch's choice)")
     channels_last: bool = field(False, help="channels_last memory format for model and batches (see tools/bench_train.py)")
     compile: bool = field(False, help="torch.compile the model's training forward (measured option)")
     init_from: str | None = field(None, help="a run folder (its checkpoints/last.pt) or checkpoint file whose model "
@@ -501,20 +480,6 @@ class TrainSpec:
                                        "encode() uses, decoder = those decode() uses (001 Table 3: update the "
                                        "encoder only, the decoder only, or both)",
                            choices=("all", "encoder", "decoder"))
-
-    @lr_warmup_steps.validator
-    def _non_negative(self, attribute, value):
-        if value < 0:
-            raise ValueError(f"{attribute.name}: expected a non-negative int, got {value}")
-
-    @steps.validator
-    @batch_size.validator
-    @checkpoint_every.validator
-    @log_every.validator
-    @val_every.validator
-    def _positive(self, attribute, value):
-        if value < 1:
-            raise ValueError(f"{attribute.name}: expected a positive int, got {value}")
 
 
 @frozen
@@ -526,16 +491,16 @@ class EvaluateSpec:
     val_samples: int = field(2048, help="sample size of the final metrics: the disentanglement metrics draw N fresh "
                                         "factor samples to fit their predictors on and N // 2 to test them on "
                                         "(disentanglement_lib: 10000 / 5000), reconstruction and FID use the first "
-                                        "N images of the val split")
+                                        "N images of the val split", range="[2, 1e8]")
     dci: str = field("fast", help="DCI's boosted trees: reference = scikit-learn's GradientBoostingClassifier as "
                                   "disentanglement_lib's dci.py; fast = HistGradientBoosting set up as the same "
                                   "model (10-25x faster, within 0.1 of reference: tools/bench_metrics.py)",
                      choices=("reference", "fast"))
-    traversal_steps: int = field(9, help="columns of each traversal grid")
+    traversal_steps: int = field(9, range="[1, 1024]", help="columns of each traversal grid")
     baseline: str | None = field(None, help="a folder of finished runs trained with the same budget (e.g. "
                                             "results/quickstart/ae, relative to the working directory): report.md "
                                             "and the terminal summary put their mean beside each metric")
-    hybrid_latents: int = field(128, help="latents stored for hybrid sampling (001 sec 2.3: N = 128)")
+    hybrid_latents: int = field(128, range="[1, 1e7]", help="latents stored for hybrid sampling (001 sec 2.3: N = 128)")
 
 
 @frozen
@@ -551,7 +516,7 @@ class Spec:
     """One experiment: data, latent graph, model, training, evaluation, tracking."""
 
     name: str = field(help="experiment name (run folders go to OUT/NAME/RUN_ID)")
-    seed: int = field(0, help="seed for the split, initialisation and batches")
+    seed: int = field(0, range=SEED, help="seed for the split, initialisation and batches")
     data: DataSpec = field(help="the dataset")
     graph: GraphSpec | None = field(None, help="the latent SCM; default: independent dims (chain over "
                                                 "latent_dim nodes for sae)")
