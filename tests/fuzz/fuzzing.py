@@ -3,7 +3,8 @@
 `python -m causalrep.run --check` that captures what it prints.
 
 Profiles: `quick` (the test suite's, well under a minute) and `long` (10,000 examples per property, for release
-checks): CAUSALREP_FUZZ_PROFILE=long python -m pytest tests/fuzz
+checks): CAUSALREP_FUZZ_PROFILE=long python -m pytest tests/fuzz. CAUSALREP_FUZZ_EXAMPLES=N sets the quick
+profile's examples per property (default 40).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from causalrep.spec.schema import Spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
-settings.register_profile("quick", max_examples=int(os.environ.get("CAUSALREP_FUZZ_EXAMPLES", 20)), deadline=None,
+settings.register_profile("quick", max_examples=int(os.environ.get("CAUSALREP_FUZZ_EXAMPLES", 40)), deadline=None,
                           derandomize=True, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("long", max_examples=10_000, deadline=None, database=None, print_blob=True,

@@ -5,7 +5,6 @@ schema (tests/fuzz/fuzzing.py) and the shipped specs."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import attrs
 import pytest
@@ -76,9 +75,8 @@ def mutated_specs(draw):
         section = get_in(tree, where) if where else tree
         key = draw(st.one_of(ODD_TEXT, HUGE_TEXT, st.integers(), st.just("kind")).filter(
             lambda k: k not in section and k != "base" and (k != "kind" or where == "")))
-        path = f"{where}.{key}" if where else key
-        return {**tree, key: 1} if not where else set_in(tree, where, {**section, key: 1}), how, \
-            shown(where) if where else None, True
+        data = set_in(tree, where, {**section, key: 1}) if where else {**tree, key: 1}
+        return data, how, shown(where) if where else None, True
     if how == "missing_key":
         required = [k.path for k in keys if k.field.default is attrs.NOTHING]
         kinded = [k.path for k in keys if any(is_kinded_base(c) for c in members(k.hint)) and get_in(tree, k.path)]
