@@ -120,9 +120,9 @@ def check_spec(spec: Spec) -> dict:
         if value is not None:
             try:
                 check(value)  # the checks the run makes before it trains (read only)
+            except SpecError:
+                raise
             except (OSError, ValueError) as exc:  # a NUL byte, a name the file system refuses, unreadable JSON
-                if isinstance(exc, SpecError):
-                    raise
                 raise SpecError(key, f"cannot read {value!r}: {exc}") from None
     try:
         with torch.device("meta"):

@@ -19,18 +19,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from causalrep.data.perturb import latent_s  # noqa: E402
+from causalrep.data.perturb import least_noisy_latent  # noqa: E402
 from causalrep.experiment import load_run  # noqa: E402
 
 
 def s_spread(run_dir: str, probe: int) -> tuple[int, float]:
     """(j, std of s = enc(x)_j over the first `probe` training images) of a trained VAE-like run."""
-    s = latent_s(run_dir, scale=1.0, probe=probe)
     run = load_run(run_dir)
-    index = run.split.train[:probe]
-    x = run.dataset.images_at(index)
-    values = s(run.dataset.index_to_factors(index), x)
-    return s.latent, float(values.std())
+    j, mu = least_noisy_latent(run, probe, where=run_dir)
+    return j, float(mu[:, j].std())
 
 
 def main(argv=None) -> int:

@@ -118,19 +118,25 @@ def factor_s(dataset: GroundTruthDataset, factor: str, scale: float = 1.0):
     return lambda factors, x: torch.as_tensor(factors[:, k] * scale, dtype=torch.float32)
 
 
+def least_noisy_latent(run, probe: int = 1024, where: str = "the model") -> tuple[int, torch.Tensor]:
+    """(j, mu): j = argmin_k <sigma_k^2> (002 eq. 6), the latent of a loaded VAE-like run (experiment.load_run)
+    with the least posterior variance on average over its first `probe` training images, and those images'
+    posterior means (probe, D)."""
+    if not hasattr(run.model, "posterior"):
+        raise DataError(f"{where} ({type(run.model).__name__}) has no posterior variance to pick the least-noisy "
+                        "latent from (002 sec 4.1 needs a VAE)")
+    with torch.no_grad():
+        mu, logvar = run.model.posterior(run.dataset.images_at(run.split.train[:probe]))
+    return int(logvar.exp().mean(0).argmin()), mu
+
+
 def latent_s(run_dir: str, scale: float = 1.0, probe: int = 1024):
     """s(x) = scale * enc(x)_j with j = argmin_k <sigma_k^2> of a trained VAE-like run (002 eq. 6)."""
     from ..experiment import load_run  # lazy: data must not import the experiment machinery at import time
 
     run = load_run(run_dir)
     model = run.model
-    if not hasattr(model, "posterior"):
-        raise DataError(f"data.perturbation.run: the model of {run_dir} ({type(model).__name__}) has no posterior "
-                        "variance to pick the least-noisy latent from (002 sec 4.1 needs a VAE)")
-    with torch.no_grad():
-        x = run.dataset.images_at(run.split.train[:probe])
-        _, logvar = model.posterior(x)
-        j = int(logvar.exp().mean(0).argmin())
+    j, _ = least_noisy_latent(run, probe, where=f"data.perturbation.run: the model of {run_dir}")
 
     def s(factors, x):
         with torch.no_grad():

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import SpecError
+from ..errors import SpecError, one_line
 from ..registry import Registry
 
 MAX_ITEMS = 1024  # the longest list a spec key takes (layer widths, node names, edges, factor values)
@@ -147,10 +147,6 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def describe(value: Any) -> str:
     """A value as an error message shows it: short, on one line."""
     if isinstance(value, dict):
@@ -159,14 +155,14 @@ def describe(value: Any) -> str:
         return "a list"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 30:
         return f"an int of {len(str(abs(value)))} digits"
-    return _short(repr(value), 80)
+    return one_line(repr(value), 80)
 
 
 def key_text(key: Any) -> str:
     """A mapping key as a key path shows it (odd or long keys quoted and shortened, never over lines)."""
     if isinstance(key, str) and key.isprintable() and 0 < len(key) <= 64 and "." not in key:
         return key
-    return _short(repr(key), 64)
+    return one_line(repr(key), 64)
 
 
 def convert(tp: Any, value: Any, path: str) -> Any:

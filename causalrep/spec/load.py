@@ -66,14 +66,15 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return pos + ": " + str(getattr(exc, "problem", None) or getattr(exc, "reason", None) or type(exc).__name__)
 
 
-def parse_yaml(text: str, where: str) -> Any:
-    """yaml.safe_load of `text` with SpecLoader's depth and cycle limits; a SpecError names `where`."""
+def parse_yaml(text: str, path: str, what: str) -> Any:
+    """yaml.safe_load of `text` with SpecLoader's depth and cycle limits; a failure is SpecError(path, what + where
+    and why), e.g. what = "specs/x.yaml: invalid YAML" or "value '[' is not valid YAML"."""
     try:
         return yaml.load(text, Loader=SpecLoader)  # noqa: S506 (a SafeLoader: plain data only)
     except yaml.YAMLError as exc:
-        raise SpecError("", f"{where}: invalid YAML{_yaml_problem(exc)}") from None
+        raise SpecError(path, f"{what}{_yaml_problem(exc)}") from None
     except RecursionError:  # a backstop: SpecLoader's depth limit keeps documents well inside the stack
-        raise SpecError("", f"{where}: invalid YAML: nested too deeply") from None
+        raise SpecError(path, f"{what}: nested too deeply") from None
 
 
 def _read_yaml(path: Path, where: str) -> dict:
@@ -94,7 +95,7 @@ def _read_yaml(path: Path, where: str) -> dict:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SpecError("", f"{path}: not a text file: invalid UTF-8 at byte {exc.start}") from None
-    data = parse_yaml(text, str(path))
+    data = parse_yaml(text, "", f"{path}: invalid YAML")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -135,12 +136,7 @@ def apply_override(data: dict, override: str) -> dict:
     keys = key.strip().split(".")
     if not all(keys):
         raise SpecError("--set", f"bad key path {describe(key)} in {describe(override)}")
-    try:
-        value = yaml.load(raw, Loader=SpecLoader) if raw.strip() else ""  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"--set {key}", f"value {describe(raw)} is not valid YAML{_yaml_problem(exc)}") from None
-    except RecursionError:
-        raise SpecError(f"--set {key}", f"value {describe(raw)} is not valid YAML: nested too deeply") from None
+    value = parse_yaml(raw, f"--set {key}", f"value {describe(raw)} is not valid YAML") if raw.strip() else ""
     out = dict(data)
     node = out
     for i, k in enumerate(keys[:-1]):
