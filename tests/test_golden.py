@@ -60,7 +60,18 @@ def test_spec_reproduces_its_golden_values(name):
     shown = "\n  ".join(diff[:20]) + (f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else "")
     assert not diff, (f"{name}: {len(diff)} golden value(s) moved (rel {REL}, abs {ABS}):\n  {shown}\n"
                       f"A change that moves them on purpose regenerates them in its own commit saying why: "
-                      f"`{REGENERATE} --spec {name}` (tests/golden/README.md)")
+                      f"`{REGENERATE} --spec {name}` (tests/golden/README.md){machine_note()}")
+
+
+def machine_note() -> str:
+    """If the values were written on another CPU or torch, say so: that alone can move the last bits."""
+    recorded = json.loads(make_golden.MACHINE.read_text()) if make_golden.MACHINE.is_file() else None
+    here = make_golden.machine()
+    if recorded == here:
+        return ""
+    return (f"\nThe values were written on {recorded or 'an unrecorded machine'}; this is {here}. If the code at the "
+            f"last commit that wrote them also moves here, the machine moved them: regenerate on this machine from "
+            f"that commit and say so in the commit.")
 
 
 def test_differences_reports_moved_missing_and_new_values():

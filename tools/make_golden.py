@@ -47,6 +47,22 @@ import torch  # noqa: E402
 
 SPECS_DIR = ROOT / "specs"
 VALUES = ROOT / "tests" / "golden" / "values.json"
+MACHINE = VALUES.with_name("machine.json")  # where the values were last written (a different CPU can move bits)
+
+
+def machine() -> dict[str, str]:
+    """What decides the last bits of CPU fp32 numerics: the CPU, the kernels torch picks for it, torch's build."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:  # platform.processor() is empty on Linux; lscpu's "Model name" is what people recognise
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
 STEPS = 20
 BATCH = 4
 METRIC_N = 64  # evaluate.val_samples: the metrics' fresh samples and the validation images
@@ -329,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     merged = {n: merged[n] for n in sorted(merged) if (SPECS_DIR / f"{n}.yaml").is_file()}  # drop removed specs
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(merged, indent=1, sort_keys=False) + "\n")
+    if out == VALUES:
+        MACHINE.write_text(json.dumps(machine(), indent=1) + "\n")
     print(json.dumps({"specs": len(values), "seconds": round(time.perf_counter() - start, 1)}))
     return 0
 
