@@ -368,7 +368,7 @@ def _build_causalvae(spec: Spec, graph: LatentGraph, channels: int) -> LatentMod
     return MODELS.get("causalvae")(
         adjacency=adjacency, dag=dag, label_names=wanted, label_index=index, label_mean=labels.mean(0).tolist(), label_std=std.tolist(),
         mechanism_hidden=m.mechanism_hidden, label_hidden=m.label_hidden, beta_u=m.beta_u, gamma_m=m.gamma_m,
-        kl_weight=m.kl_weight, graph_from=m.graph_from, prior_std=m.prior_std, **c, **_conv_decoder(m))
+        kl_weight=m.kl_weight, graph_from=m.graph_from, prior_std=m.prior_std, label_loss=m.label_loss, **c, **_conv_decoder(m))
 
 
 # ---------------------------------------------------------------- the ICM committee (004)

@@ -22,6 +22,9 @@ def _gauss_kl(mean: torch.Tensor, var: torch.Tensor, prior_mean: torch.Tensor | 
     return kl.flatten(1).sum(1).mean()
 
 
+LABEL_LOSSES = ("gated_mlp", "sigmoid", "linear")
+
+
 @MODELS.register("causalvae")
 class CausalVAE(LatentModel):
     """n concepts of k dims each; nodes of a `learned` graph aligned with the dataset's labels.
@@ -32,9 +35,11 @@ class CausalVAE(LatentModel):
     Loss (eq 41): L = -ELBO + H-penalty(A) + beta * l_u + gamma * l_m, with
       -ELBO = recon + KL(q(eps|x) || N(0, I)) + KL(q(z|x) || p(z|u)), p(z|u) = N(u, I) (eq 33,
               lambda_1(u) = u, lambda_2 = 1; u standardised per label and repeated over a node's k dims),
-      l_u = sum_i ||u_i - h_i(A_i ∘ u)||^2 (eq 38 has sigma(A^T u); the fixed sigmoid cannot reach standardised
-              labels nor express the shadow's nonlinear mechanisms, so h_i is a small MLP per node over the
-              A-gated labels, norm-bounded so that A carries each edge's strength: nn.causal.GatedMechanism),
+      l_u = sum_i ||u_i - h_i(A_i ∘ u)||^2 by default (label_loss="gated_mlp"; eq 38 has sigma(A^T u),
+              label_loss="sigmoid": the fixed sigmoid cannot reach standardised labels nor express the shadow's
+              nonlinear mechanisms, so h_i is a small MLP per node over the A-gated labels, as the reference
+              code's per-concept MLP over A^T u, norm-bounded so that A carries each edge's strength:
+              nn.causal.GatedMechanism; label_loss="linear": A^T u),
       l_m = sum_i ||z_i - g_i(A_i ∘ z)||^2 (eq 39),
       H-penalty: lam * h(A) + rho/2 * h(A)^2 with h of graph/penalty.py (augmented Lagrangian, or the fixed
               alpha * H(A) of eq 41), plus the graph's L1 sparsity.
@@ -53,7 +58,7 @@ class CausalVAE(LatentModel):
                  dec_blocks: int = 6, dec_channels: int = 32, dec_hidden: Sequence[int] = (), groups: int = 8,
                  mechanism_hidden: Sequence[int] = (32,), label_hidden: int = 16,
                  beta_u: float = 1.0, gamma_m: float = 1.0, kl_weight: float = 1.0, graph_from: str = "joint",
-                 prior_std: float = 1.0,
+                 prior_std: float = 1.0, label_loss: str = "gated_mlp",
                  dag: AugmentedLagrangian | None = None, recon_loss: str = "bce", hybrid_latents: int = 128):
         super().__init__(graph=graph, recon_loss=recon_loss, hybrid_latents=hybrid_latents)
         self.nodes = list(graph.nodes)
@@ -79,7 +84,12 @@ class CausalVAE(LatentModel):
         self.decoder = ConvDecoder(latent_dim=graph.latent_dim, out_channels=in_channels, resolution=resolution,
                                    blocks=dec_blocks, channels=dec_channels, hidden=dec_hidden, groups=groups)
         self.mask = MaskLayer(nodes=n, dim=self.k, hidden=mechanism_hidden)
-        self.label_mechanisms = torch.nn.ModuleList(GatedMechanism(nodes=n, hidden=label_hidden) for _ in range(n))
+        if label_loss not in LABEL_LOSSES:
+            raise ValueError(f"label_loss must be one of {', '.join(LABEL_LOSSES)}; got {label_loss!r}")
+        self.label_loss = label_loss
+        # gated_mlp only: the sigmoid and linear forms of l_u have no parameters besides A
+        self.label_mechanisms = torch.nn.ModuleList(
+            GatedMechanism(nodes=n, hidden=label_hidden) for _ in range(n if label_loss == "gated_mlp" else 0))
         self.beta_u, self.gamma_m, self.kl_weight = beta_u, gamma_m, kl_weight
         if graph_from not in ("joint", "labels"):
             raise ValueError(f"graph_from must be joint or labels; got {graph_from!r}")
@@ -225,9 +235,7 @@ class CausalVAE(LatentModel):
         u = self.standardise(labels)  # (B, n)
         kl_eps = _gauss_kl(mu, var)
         kl_z = _gauss_kl(z_mean, z_var, u[..., None], self.prior_var)  # p(z|u) = N(u, lambda_2^2 I), eq 33
-        # h_i(A_i ∘ u): node i reads every label gated by its column of A (003 "Step 2"'s A_i ∘ z notation)
-        u_hat = torch.cat([h(u * a_labels[:, i]) for i, h in enumerate(self.label_mechanisms)], dim=1)
-        l_u = ((u - u_hat) ** 2).sum(1).mean()  # eq 38
+        l_u = ((u - self.predict_labels(u, a_labels)) ** 2).sum(1).mean()  # eq 38
         l_m = ((z - self.mask(a, z)) ** 2).flatten(1).sum(1).mean()  # eq 39
         h = dag_penalty(a_labels)
         sparsity = self.adjacency.sparsity * a_labels.abs().sum()
@@ -237,6 +245,15 @@ class CausalVAE(LatentModel):
             self.dag.step(h)
         return ModelOutput(loss=loss, recon=rec, kl_eps=kl_eps, kl_z=kl_z, l_u=l_u, l_m=l_m, h_A=h.detach(),
                            dag_rho=self.dag.rho.detach(), edges=(a.detach().abs() > self.adjacency.threshold).sum())
+
+    def predict_labels(self, u: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """l_u's prediction of each standardised label from its parents' (B, n) -> (B, n) (003 eq 38)."""
+        if self.label_loss == "sigmoid":  # sigma(A^T u) as 003 eq 38 writes it: row b is sigma(u_b A)
+            return torch.sigmoid(u @ a)
+        if self.label_loss == "linear":  # A^T u: the linear SEM u = A^T u + noise on the labels
+            return u @ a
+        # h_i(A_i ∘ u): node i reads every label gated by its column of A (003 "Step 2"'s A_i ∘ z notation)
+        return torch.cat([h(u * a[:, i]) for i, h in enumerate(self.label_mechanisms)], dim=1)
 
     # -- pictures -------------------------------------------------------------------------------------
     def track_images(self) -> dict[str, torch.Tensor]:

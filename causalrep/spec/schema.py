@@ -250,6 +250,10 @@ class CausalVAESpec(ModelSpec):
     graph_from: str = field("joint", help="joint: every loss term trains A (003); labels: only l_u, the DAG "
                                           "penalty and the sparsity do (the causal and mask layers read A "
                                           "without a gradient)", choices=("joint", "labels"))
+    label_loss: str = field("gated_mlp", help="l_u's mechanism: gated_mlp: ||u_i - h_i(A_i * u)||^2, h_i a "
+                            "norm-bounded MLP per node (the reference code's per-concept MLP over A^T u); sigmoid: "
+                            "||u - sigmoid(A^T u)||^2 (003 eq 38 as written); linear: ||u - A^T u||^2 (the linear "
+                            "SEM on the labels)", choices=("gated_mlp", "sigmoid", "linear"))
     labels: tuple[str, ...] = field((), help="the dataset label supervising each graph node, in node order; "
                                              "empty: the nodes' own names")
 

@@ -213,3 +213,18 @@ def test_label_prior_kl_matches_the_closed_form():
     got = _gauss_kl(torch.tensor([[m]]), torch.tensor([[v]]), torch.tensor([[u]]), s2)
     assert float(got) == pytest.approx(want, rel=1e-6)
     assert float(_gauss_kl(torch.zeros(1, 3), torch.ones(1, 3))) == 0.0  # N(0, 1) against itself
+
+
+@pytest.mark.parametrize("form", ["sigmoid", "linear"])
+def test_label_loss_forms_match_003_eq_38_by_hand(form):
+    # l_u's prediction of u from A: sigmoid(A^T u) as 003 eq 38 writes it, or the linear SEM's A^T u; a hand
+    # case on the pendulum's 4 nodes with one edge pendulum_angle -> shadow_position of weight 0.5
+    model = build_model(spec([f"model.label_loss={form}"]))
+    assert len(model.label_mechanisms) == 0  # no parameters besides A
+    a = torch.zeros(4, 4)
+    a[0, 2] = 0.5
+    u = torch.tensor([[2.0, -1.0, 0.0, 3.0]])
+    pred = model.predict_labels(u, a)
+    lin = torch.tensor([[0.0, 0.0, 1.0, 0.0]])  # (A^T u)_2 = A[0, 2] * u_0 = 1
+    want = torch.sigmoid(lin) if form == "sigmoid" else lin
+    torch.testing.assert_close(pred, want)
