@@ -24,8 +24,13 @@ def test_win_statistics_of_a_hand_made_matrix():
     assert s["distinct_winners"] == 2
     assert s["spare_experts"] == [1, 3]
     assert s["spare_share"] == pytest.approx((0.05 + 0.1 + 0.0) / 3)
+    assert s["one_to_one"] == 0.0  # expert 2 holds two mechanisms
     perfect = win_statistics(np.eye(10))
     assert (perfect["min_winner_share"], perfect["distinct_winners"], perfect["spare_share"]) == (1.0, 10, 0.0)
+    assert perfect["one_to_one"] == 1.0
+    # 004's near-miss (sec 4): one expert on two tasks, one on none, the rest one each: not one-to-one
+    near = np.eye(4)[[0, 1, 2, 2]]
+    assert win_statistics(near)["one_to_one"] == 0.0
 
 
 def test_per_group_accuracy():
