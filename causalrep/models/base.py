@@ -97,6 +97,9 @@ class LatentModel(nn.Module):
     reconstructs = True
     # what forward(x, **batch) takes beside the images; the trainer supplies each (Trainer.batch_extras)
     batch_keys: tuple[str, ...] = ()
+    # the model spec kinds the class builds and the graph a spec without `graph:` gets: set by @register_model
+    kinds: tuple[str, ...] = ()
+    default_graph = "independent"
 
     def __init__(self, *, graph: LatentGraph, recon_loss: str = "bce", hybrid_latents: int = 128):
         super().__init__()
@@ -106,9 +109,6 @@ class LatentModel(nn.Module):
         # N stored latents of training images for hybrid sampling and traversal ranges (001 sec 2.3)
         self.register_buffer("latent_bank", torch.zeros(hybrid_latents, graph.latent_dim))
         self.register_buffer("latent_bank_filled", torch.zeros((), dtype=torch.bool))
-
-    kinds: tuple[str, ...] = ()  # the model spec kinds it builds; both set by @register_model
-    default_graph = "independent"
 
     # -- to implement -----------------------------------------------------------------------------
     @classmethod
