@@ -39,6 +39,30 @@ def count(path: Path) -> dict:
             "source": source(path)}
 
 
+# how a new model kind is added (docs/models.md ends with it)
+ADDING_A_MODEL = """\
+## Adding a model
+
+One model kind = one file in `causalrep/models/` plus its spec class; nothing else is edited:
+
+1. `causalrep/spec/schema.py`: a frozen attrs spec class registered with `@register_kind(ModelSpec, "mykind")`.
+2. `causalrep/models/mykind.py`: the model class, decorated with `@register_model("mykind")` (from
+   `models/base.py`, the only model registry; several kinds may share a class, as `@register_model("vae", "bvae")`;
+   `default_graph="chain"` declares that a spec without `graph:` gets a chain over latent_dim nodes, as the
+   structural decoders do, otherwise independent dims). Its `__init__` takes plain keyword arguments; its
+   `from_spec(cls, spec, graph, ctx)` classmethod is the one place its spec is read: it raises a `SpecError`
+   naming the key path (`model.decoder.kind`, `graph.kind`, ...) for what the model cannot build and calls
+   `cls(...)`. `ctx` (`BuildContext`) carries the data's `channels`, the `dataset` and `train_size()`; shared
+   readers (`conv_common`, `conv_decoder`, graph-kind checks) are in `models/_spec_args.py`.
+3. Import the file in `causalrep/models/__init__.py` (registration can then never silently not happen).
+
+`causalrep/build.py` only dispatches (`build_model` seeds torch with `spec.seed`, then calls the registered
+class's `from_spec`); `model_kinds()` fails when a spec kind has no model class, and the contract tests
+(tests/models/test_contract.py) pick the new kind up. Add a spec in `specs/` with its golden values
+(`python tools/make_golden.py --spec NAME`), then regenerate docs/spec.md (`make docs`) and this page.
+"""
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--markdown", help="also write this Markdown table (docs/models.md)")
@@ -57,6 +81,7 @@ def main(argv=None) -> int:
         for r in rows:
             md.append(f"| [`{r['spec']}`](../specs/{r['spec']}.yaml) | `{r['model']}` | {r['graph']} ({r['nodes']}) | "
                       f"{r['data']} | {r['params']:,} | {r['aux_params']:,} | {r['source']} |")
+        md += ["", *ADDING_A_MODEL.splitlines()]
         Path(args.markdown).write_text("\n".join(md) + "\n")
     print(json.dumps({r["spec"]: r["params"] for r in rows}))
     return 0

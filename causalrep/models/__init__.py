@@ -1,5 +1,5 @@
 """Model families; importing this package registers every built-in model."""
-from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
+from .base import DEFAULT_GRAPHS, MODELS, BuildContext, LatentModel, ModelOutput, reconstruction_loss, register_model
 from .ae import AE, VAE
 from .sae import SAE
 from .wae import WAE

@@ -5,10 +5,13 @@ from typing import Sequence
 
 import torch
 
+from ..errors import SpecError
 from ..graph.latent import LatentGraph
 from ..nn.backbone import ConvEncoder
 from ..nn.structural import StructuralDecoder
-from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
+from ..spec.schema import AdaAESpec, ConvDecoderSpec, Spec, StructuralDecoderSpec
+from ._spec_args import conv_common, independent_only
+from .base import BuildContext, LatentModel, ModelOutput, reconstruction_loss, register_model
 from .sae import StructuralValues
 
 
@@ -19,7 +22,7 @@ def layer_chain(layers: int) -> LatentGraph:
     return LatentGraph.from_edges(names, list(zip(names[:-1], names[1:])), 1, kind="chain", where="model.layers")
 
 
-@MODELS.register("adaae")
+@register_model("adaae")
 class AdaAE(StructuralValues, LatentModel):
     """SAE encoder + structural decoder whose K Str-Tfm layers each get the WHOLE latent vector: "identical
     to the SAE models except that all latent variables are passed to each of the Str-Tfm layers, so the
@@ -32,6 +35,22 @@ class AdaAE(StructuralValues, LatentModel):
     """
 
     structural = False
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "AdaAE":
+        m: AdaAESpec = spec.model
+        independent_only(spec, graph, "treats every latent dim as its own variable (001 sec 3.1) and sets its "
+                                      "decoder depth with model.layers")
+        dec = m.decoder
+        if isinstance(dec, StructuralDecoderSpec):
+            hidden = dec.mechanism_hidden
+        elif isinstance(dec, ConvDecoderSpec):
+            hidden = dec.hidden  # the conv backbone with one style MLP per layer ([]: an affine map, as StyleGAN's A)
+        else:
+            raise SpecError("model.decoder.kind", f"model 'adaae' supports decoder kinds: structural, conv; "
+                                                  f"got {dec.KIND!r}")
+        return cls(layers=m.layers, dec_blocks=dec.blocks, dec_channels=dec.channels, mechanism_hidden=hidden,
+                   **conv_common(spec, graph, ctx.channels))
 
     def __init__(self, *, graph: LatentGraph, in_channels: int, resolution: int, layers: int | None = None,
                  enc_blocks: int = 12, enc_channels: int = 64, enc_hidden: Sequence[int] = (), dec_blocks: int = 12,

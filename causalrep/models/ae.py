@@ -8,12 +8,19 @@ import torch
 from ..graph.latent import LatentGraph
 from ..nn.backbone import ConvDecoder, ConvEncoder
 from ..nn.divergences import kl_standard_normal
-from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
+from ..spec.schema import AESpec, Spec, VAESpec
+from ._spec_args import conv_common, conv_decoder
+from .base import BuildContext, LatentModel, ModelOutput, reconstruction_loss, register_model
 
 
-@MODELS.register("ae")
+@register_model("ae")
 class AE(LatentModel):
     """Unregularised autoencoder ("AE", 001 sec 3.1): loss = reconstruction only."""
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "AE":
+        m: AESpec = spec.model
+        return cls(**conv_common(spec, graph, ctx.channels), **conv_decoder(m))
 
     def __init__(self, *, graph: LatentGraph, in_channels: int, resolution: int, enc_blocks: int = 12,
                  enc_channels: int = 64, enc_hidden: Sequence[int] = (), dec_blocks: int = 12,
@@ -40,7 +47,7 @@ class AE(LatentModel):
         return ModelOutput(loss=rec, recon=rec)
 
 
-@MODELS.register("vae")
+@register_model("vae", "bvae")
 class VAE(AE):
     """VAE / beta-VAE: q(u|x) = N(mu, diag(sigma^2)), prior N(0, I), loss = recon + beta * KL.
 
@@ -50,6 +57,11 @@ class VAE(AE):
     """
 
     has_prior = True
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "VAE":
+        m: VAESpec = spec.model  # or a BetaVAESpec: the same fields, beta = 2 by default
+        return cls(beta=m.beta, **conv_common(spec, graph, ctx.channels), **conv_decoder(m))
 
     def __init__(self, *, beta: float = 1.0, **kwargs):
         super().__init__(**kwargs)

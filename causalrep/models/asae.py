@@ -7,15 +7,18 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import SpecError
 from ..graph.latent import LatentGraph
 from ..nn.attention import AttentionEncoder, ConvTokens, PatchTokens
 from ..nn.backbone import ConvDecoder
 from ..nn.structural import StructuralDecoder
-from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
+from ..spec.schema import ASAESpec, AttentionEncoderSpec, ConvDecoderSpec, ConvEncoderSpec, Spec, StructuralDecoderSpec
+from ._spec_args import chain_or_dag
+from .base import BuildContext, LatentModel, ModelOutput, reconstruction_loss, register_model
 from .sae import StructuralValues
 
 
-@MODELS.register("asae")
+@register_model("asae", default_graph="chain")  # 000: the K = 12 structural decoder, a chain over latent_dim
 class ASAE(StructuralValues, LatentModel):
     """Attention-Structural autoencoder: "an attention encoder + a K = 12 structural decoder" (000 sec 3),
     unregularised like the SAE. Head h writes latent dims [h*D/H, (h+1)*D/H), so its attention map shows
@@ -26,6 +29,42 @@ class ASAE(StructuralValues, LatentModel):
     """
 
     structural = True
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "ASAE":
+        m: ASAESpec = spec.model
+        if m.latent_dim % m.heads:
+            ok = [h for h in range(1, m.latent_dim + 1) if m.latent_dim % h == 0]
+            raise SpecError("model.heads", f"latent_dim={m.latent_dim} is not divisible by heads={m.heads}: each "
+                                           f"head writes latent_dim / heads dims (000 sec 2); allowed: {ok}")
+        enc = m.encoder
+        if isinstance(enc, AttentionEncoderSpec):
+            embed, where = enc.embed_dim, "model.encoder.embed_dim"
+            kw = dict(tokens="patches", patch=enc.patch, stride=enc.stride, patch_hidden=enc.hidden,
+                      head_hidden=enc.head_hidden)
+            if enc.patch > spec.data.resolution:
+                raise SpecError("model.encoder.patch", f"{enc.patch} exceeds data.resolution={spec.data.resolution}")
+        elif isinstance(enc, ConvEncoderSpec):
+            embed, where = enc.channels, "model.encoder.channels"
+            kw = dict(tokens="conv", enc_blocks=enc.blocks, enc_channels=enc.channels, head_hidden=enc.hidden)
+        else:
+            raise SpecError("model.encoder.kind", f"model 'asae' supports encoder kinds: attention, conv; "
+                                                  f"got {enc.KIND!r}")
+        if embed % m.heads:
+            raise SpecError(where, f"{embed} is not divisible by model.heads={m.heads} (each head gets an equal share)")
+        dec = m.decoder
+        if isinstance(dec, StructuralDecoderSpec):
+            chain_or_dag(spec, graph)
+            kw.update(decoder="structural", mechanism_hidden=dec.mechanism_hidden)
+        elif isinstance(dec, ConvDecoderSpec):
+            kw.update(decoder="conv", dec_hidden=dec.hidden)
+        else:
+            raise SpecError("model.decoder.kind", f"model 'asae' supports decoder kinds: structural, conv; "
+                                                  f"got {dec.KIND!r}")
+        return cls(graph=graph, in_channels=ctx.channels, resolution=spec.data.resolution, heads=m.heads,
+                   embed_dim=embed, dec_blocks=dec.blocks, dec_channels=dec.channels,
+                   groups=getattr(enc, "groups", dec.groups), recon_loss=spec.train.loss,
+                   hybrid_latents=spec.evaluate.hybrid_latents, **kw)
 
     def __init__(self, *, graph: LatentGraph, in_channels: int, resolution: int, heads: int = 4,
                  embed_dim: int = 384, head_hidden: Sequence[int] = (64, 64, 64), tokens: str = "patches",

@@ -1,7 +1,8 @@
-"""LatentModel: encode/decode, the reconstruction loss, interventions, traversals, hybrid sampling."""
+"""LatentModel: encode/decode, the reconstruction loss, interventions, traversals, hybrid sampling; the model registry."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,47 @@ from torch import nn
 from ..graph.latent import LatentGraph
 from ..registry import Registry
 
+# model spec kind -> the class whose from_spec builds it (filled by @register_model beside each class)
 MODELS: Registry[type["LatentModel"]] = Registry("model")
+# the latent graph a spec without `graph:` gets: independent dims (the baselines, 001 sec 3.1) or a chain over
+# latent_dim nodes (the structural decoders' SAE-D ordering, 001 sec 2)
+DEFAULT_GRAPHS = ("independent", "chain")
+
+
+def register_model(*kinds: str, default_graph: str = "independent") -> Callable[[type], type]:
+    """Class decorator: registers the class in MODELS under each model spec kind it builds (VAE builds both
+    `vae` and `bvae`) and declares `default_graph`, the graph of a spec that leaves `graph` out (DEFAULT_GRAPHS).
+
+    The class must define its own `from_spec(spec, graph, ctx)` classmethod, the one place its spec is read.
+    """
+    if not kinds:
+        raise ValueError("register_model needs at least one model spec kind")
+    if default_graph not in DEFAULT_GRAPHS:
+        raise ValueError(f"default_graph must be one of {', '.join(DEFAULT_GRAPHS)}; got {default_graph!r}")
+
+    def deco(cls: type) -> type:
+        if not isinstance(vars(cls).get("from_spec"), classmethod):
+            raise TypeError(f"model {cls.__name__} ({', '.join(kinds)}) defines no from_spec classmethod of its own")
+        taken = [f"{k!r} (by {MODELS.get(k).__name__})" for k in kinds if k in MODELS]
+        if taken or len(set(kinds)) < len(kinds):
+            raise KeyError(f"model {cls.__name__}: kinds already registered: {', '.join(taken) or 'repeated'}")
+        cls.kinds, cls.default_graph = tuple(kinds), default_graph
+        for kind in kinds:
+            MODELS.register(kind)(cls)
+        return cls
+
+    return deco
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a model's from_spec may read beside the spec and the latent graph, filled by build.build_model (the
+    models never import the data package): the images' channels, the dataset the model is built for (a
+    GroundTruthDataset, e.g. CausalVAE's label statistics) and the train split's size (computed on demand)."""
+
+    channels: int
+    dataset: Any
+    train_size: Callable[[], int]
 
 
 class ModelOutput(dict):
@@ -56,6 +97,9 @@ class LatentModel(nn.Module):
     reconstructs = True
     # what forward(x, **batch) takes beside the images; the trainer supplies each (Trainer.batch_extras)
     batch_keys: tuple[str, ...] = ()
+    # the model spec kinds the class builds and the graph a spec without `graph:` gets: set by @register_model
+    kinds: tuple[str, ...] = ()
+    default_graph = "independent"
 
     def __init__(self, *, graph: LatentGraph, recon_loss: str = "bce", hybrid_latents: int = 128):
         super().__init__()
@@ -67,6 +111,13 @@ class LatentModel(nn.Module):
         self.register_buffer("latent_bank_filled", torch.zeros((), dtype=torch.bool))
 
     # -- to implement -----------------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: Any, graph: LatentGraph, ctx: BuildContext) -> "LatentModel":
+        """The model of `spec.model` over `graph` (build.build_model calls it after seeding torch with spec.seed):
+        reads the spec, raises a SpecError naming the key path for what the spec cannot ask of this model, and
+        calls __init__ with plain keyword arguments."""
+        raise NotImplementedError(f"{cls.__name__} defines no from_spec")
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

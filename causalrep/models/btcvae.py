@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import torch
 
+from ..graph.latent import LatentGraph
 from ..nn.divergences import TC_ESTIMATORS, kl_standard_normal, tc_decomposition
+from ..spec.schema import BTCVAESpec, Spec
+from ._spec_args import conv_common, conv_decoder
 from .ae import VAE
-from .base import MODELS, ModelOutput, reconstruction_loss
+from .base import BuildContext, ModelOutput, reconstruction_loss, register_model
 
 
-@MODELS.register("btcvae")
+@register_model("btcvae")
 class BetaTCVAE(VAE):
     """beta-TC-VAE: loss = recon + alpha * MI + beta * TC + gamma * dimension-wise KL (Chen et al. 2018, sec 4).
 
@@ -19,6 +22,13 @@ class BetaTCVAE(VAE):
     disentanglement 002 (Table 1) shows collapsing under its dataset perturbation. encode() is the posterior
     mean, as for the VAE.
     """
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "BetaTCVAE":
+        m: BTCVAESpec = spec.model
+        n = m.dataset_size if m.dataset_size is not None else ctx.train_size()  # N of Chen et al. sec 4.1
+        return cls(alpha=m.alpha, beta=m.beta, gamma=m.gamma, dataset_size=n, estimator=m.estimator,
+                   **conv_common(spec, graph, ctx.channels), **conv_decoder(m))
 
     def __init__(self, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0, dataset_size: int,
                  estimator: str = "mws", **kwargs):

@@ -5,14 +5,18 @@ import math
 from typing import Any, Mapping, Sequence
 
 import networkx as nx
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import SpecError
 from ..graph.latent import LatentGraph
 from ..graph.penalty import LearnedAdjacency, dag_penalty
 from ..nn.backbone import ConvDecoder, ConvEncoder
 from ..nn.causal import AugmentedLagrangian, GatedMechanism, MaskLayer, linear_scm
-from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
+from ..spec.schema import CausalVAESpec, ConvDecoderSpec, LearnedGraphSpec, Spec
+from ._spec_args import conv_common, conv_decoder, graph_of_kind
+from .base import BuildContext, LatentModel, ModelOutput, reconstruction_loss, register_model
 
 
 def _gauss_kl(mean: torch.Tensor, var: torch.Tensor, prior_mean: torch.Tensor | float = 0.0,
@@ -25,7 +29,7 @@ def _gauss_kl(mean: torch.Tensor, var: torch.Tensor, prior_mean: torch.Tensor | 
 LABEL_LOSSES = ("gated_mlp", "sigmoid", "linear")
 
 
-@MODELS.register("causalvae")
+@register_model("causalvae")
 class CausalVAE(LatentModel):
     """n concepts of k dims each; nodes of a `learned` graph aligned with the dataset's labels.
 
@@ -50,6 +54,44 @@ class CausalVAE(LatentModel):
     has_prior = True
     structural = True
     batch_keys = ("labels",)
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "CausalVAE":
+        """The learned graph's nodes supervised by the dataset's labels (003), standardised by label statistics
+        of up to 20,000 images of ctx.dataset drawn with spec.seed."""
+        m: CausalVAESpec = spec.model
+        g = graph_of_kind(spec, LearnedGraphSpec, "learns its graph: needs graph kind 'learned'")
+        if not isinstance(m.decoder, ConvDecoderSpec):
+            raise SpecError("model.decoder.kind", f"model 'causalvae' needs decoder kind 'conv'; got {m.decoder.KIND!r}")
+        dataset = ctx.dataset
+        names = list(dataset.label_names)
+        wanted = list(m.labels) if m.labels else list(graph.nodes)
+        where = "model.labels" if m.labels else "graph.nodes"
+        if len(wanted) != len(graph.nodes):
+            raise SpecError("model.labels", f"{len(wanted)} labels for {len(graph.nodes)} graph nodes")
+        missing = [w for w in wanted if w not in names]
+        if missing:
+            raise SpecError(where, f"no dataset label named {', '.join(map(repr, missing))}; the labels of "
+                                   f"{spec.data.name!r} are: {', '.join(names)}")
+        index = [names.index(w) for w in wanted]
+        rng = np.random.default_rng(spec.seed)
+        n = min(len(dataset), 20_000)
+        factors = dataset.index_to_factors(rng.choice(len(dataset), size=n, replace=False))
+        labels = np.asarray(dataset.labels(factors), dtype=np.float64)[:, index]
+        std = labels.std(0)
+        if (std == 0).any():
+            raise SpecError(where, f"label(s) {[wanted[i] for i in np.flatnonzero(std == 0)]} are constant")
+        # created before the model's own layers, in this order (the seeded initialisation depends on it)
+        adjacency = LearnedAdjacency(nodes=list(graph.nodes), prior_edges=g.prior_edges,
+                                     forbidden_edges=g.forbidden_edges, dag_weight=g.dag_weight, sparsity=g.sparsity,
+                                     threshold=g.threshold)
+        dag = AugmentedLagrangian(schedule=m.dag_schedule, alpha=g.dag_weight, rho=m.dag_rho, growth=m.dag_rho_growth,
+                                  rho_max=m.dag_rho_max, every=m.dag_update_every)
+        c = conv_common(spec, graph, ctx.channels)
+        return cls(adjacency=adjacency, dag=dag, label_names=wanted, label_index=index,
+                   label_mean=labels.mean(0).tolist(), label_std=std.tolist(), mechanism_hidden=m.mechanism_hidden,
+                   label_hidden=m.label_hidden, beta_u=m.beta_u, gamma_m=m.gamma_m, kl_weight=m.kl_weight,
+                   graph_from=m.graph_from, prior_std=m.prior_std, label_loss=m.label_loss, **c, **conv_decoder(m))
 
     def __init__(self, *, graph: LatentGraph, adjacency: LearnedAdjacency, label_names: Sequence[str],
                  label_index: Sequence[int],

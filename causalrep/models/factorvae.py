@@ -7,9 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..graph.latent import LatentGraph
 from ..nn.divergences import kl_standard_normal
+from ..spec.schema import FactorVAESpec, Spec
+from ._spec_args import conv_common, conv_decoder
 from .ae import VAE
-from .base import MODELS, ModelOutput, reconstruction_loss
+from .base import BuildContext, ModelOutput, reconstruction_loss, register_model
 
 
 def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -35,7 +38,7 @@ def discriminator(latent_dim: int, hidden: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@MODELS.register("factorvae")
+@register_model("factorvae")
 class FactorVAE(VAE):
     """FactorVAE: loss = recon + KL + gamma * TC, TC ~= E_q(z)[log D(z) / (1 - D(z))] (Kim & Mnih 2018, sec 2).
 
@@ -47,6 +50,12 @@ class FactorVAE(VAE):
     one batch), so D's negatives share their marginal values with its positives. encode() is the posterior
     mean.
     """
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "FactorVAE":
+        m: FactorVAESpec = spec.model
+        return cls(gamma=m.gamma, discriminator_hidden=m.discriminator_hidden, discriminator_lr=m.discriminator_lr,
+                   **conv_common(spec, graph, ctx.channels), **conv_decoder(m))
 
     def __init__(self, *, gamma: float = 10.0, discriminator_hidden: Sequence[int] = (1000,) * 6,
                  discriminator_lr: float = 1e-4, discriminator_betas: tuple[float, float] = (0.5, 0.9), **kwargs):

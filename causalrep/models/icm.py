@@ -9,11 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import SpecError
 from ..graph.latent import LatentGraph
 from ..nn.experts import Discriminator, Expert
-from .base import MODELS, LatentModel, ModelOutput
+from ..spec.schema import ExpertsGraphSpec, ICMSpec, Spec
+from ._spec_args import graph_of_kind
+from .base import BuildContext, LatentModel, ModelOutput, register_model
 
 PROBE_IMAGES = 300  # validation images whose win matrix track_images() draws over training
+# metrics that decode latents (the committee maps images to images and has no decoder)
+DECODING_METRICS = ("reconstruction", "fid")
 
 
 def assign_winners(scores: torch.Tensor) -> torch.Tensor:
@@ -22,7 +27,7 @@ def assign_winners(scores: torch.Tensor) -> torch.Tensor:
     return scores.argmax(0)
 
 
-@MODELS.register("icm")
+@register_model("icm")
 class ICMCommittee(LatentModel):
     """N' experts E_j (one per node of an `experts` graph) compete for transformed images x' (004 sec 3.2).
 
@@ -53,6 +58,33 @@ class ICMCommittee(LatentModel):
     reconstructs = False
     batch_keys = ("canonical",)
     validation_metric = "committee_error"  # 1 - E[max_j c_j] on validation digits, not a reconstruction error
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "ICMCommittee":
+        """N' experts (graph kind experts) and a discriminator, trained by competition (004 Algorithm 1)."""
+        m: ICMSpec = spec.model
+        g = graph_of_kind(spec, ExpertsGraphSpec, "needs `graph: {kind: experts, experts: N}` (one node per expert)")
+        if g.assignment != "wta":
+            raise SpecError("graph.assignment", f"model 'icm' assigns each image to its highest-scoring expert "
+                                                f"(004 Algorithm 1): needs 'wta', got {g.assignment!r}")
+        for i, name in enumerate(spec.evaluate.metrics):
+            if name in DECODING_METRICS:
+                raise SpecError(f"evaluate.metrics[{i}]", f"metric {name!r} decodes latents, which the ICM "
+                                                          f"committee does not have; use metric 'icm'")
+        stages = len(m.discriminator_channels)
+        if not stages or any(not s for s in m.discriminator_channels) or spec.data.resolution % 2 ** stages:
+            raise SpecError("model.discriminator_channels", f"{[list(s) for s in m.discriminator_channels]}: needs "
+                                                            f"non-empty stages whose 2x2 poolings ({stages}) divide "
+                                                            f"data.resolution={spec.data.resolution}")
+        return cls(graph=graph, in_channels=ctx.channels, resolution=spec.data.resolution,
+                   expert_layers=m.expert_layers, expert_channels=m.expert_channels,
+                   discriminator_channels=m.discriminator_channels, discriminator_hidden=m.discriminator_hidden,
+                   discriminator_lr=m.discriminator_lr, discriminator_r1=m.discriminator_r1,
+                   discriminator_fakes=m.discriminator_fakes, score_precision=m.score_precision,
+                   winner_forward=m.winner_forward, init_iters=m.init_iters, init_mse=m.init_mse,
+                   revive_every=m.revive_every, revive_below=m.revive_below, revive_until=m.revive_until,
+                   revive_noise=m.revive_noise, stop_stability=m.stop_stability, stop_checks=m.stop_checks,
+                   hybrid_latents=spec.evaluate.hybrid_latents)
 
     def __init__(self, *, graph: LatentGraph, in_channels: int = 1, resolution: int = 32, expert_layers: int = 7,
                  expert_channels: int = 32,

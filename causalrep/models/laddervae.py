@@ -9,8 +9,11 @@ from torch import nn
 
 from ..graph.latent import LatentGraph
 from ..nn.backbone import ConvDecoder, ConvEncoder, mlp
+from ..errors import SpecError
 from ..nn.divergences import kl_gaussians, precision_weighted
-from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
+from ..spec.schema import LadderVAESpec, Spec
+from ._spec_args import conv_common, conv_decoder
+from .base import BuildContext, LatentModel, ModelOutput, reconstruction_loss, register_model
 
 VAR_FLOOR = 1e-6  # keeps softplus variances away from 0 (their inverses are precisions)
 
@@ -42,7 +45,7 @@ class _Rung(nn.Sequential):
         super().__init__(mlp(in_dim, hidden, width), nn.Mish())
 
 
-@MODELS.register("laddervae")
+@register_model("laddervae")
 class LadderVAE(LatentModel):
     """Ladder VAE with L stochastic layers z_1 (bottom, next to x) ... z_L (top); u = [z_1, ..., z_L].
 
@@ -62,6 +65,15 @@ class LadderVAE(LatentModel):
     """
 
     has_prior = True
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "LadderVAE":
+        m: LadderVAESpec = spec.model
+        if m.layer_dims is not None and (sum(m.layer_dims) != m.latent_dim or min(m.layer_dims) < 1):
+            raise SpecError("model.layer_dims", f"{list(m.layer_dims)} must be positive and sum to "
+                                                f"model.latent_dim={m.latent_dim}")
+        return cls(layer_dims=m.layer_dims, warmup_steps=m.warmup_steps, rung_width=m.rung_width,
+                   rung_hidden=m.rung_hidden, **conv_common(spec, graph, ctx.channels), **conv_decoder(m))
 
     def __init__(self, *, graph: LatentGraph, in_channels: int, resolution: int, layer_dims: Sequence[int] | None = None,
                  warmup_steps: int = 10_000, rung_width: int = 128, rung_hidden: Sequence[int] = (),

@@ -7,8 +7,11 @@ import torch
 
 from ..graph.latent import LatentGraph
 from ..nn.backbone import ConvEncoder
+from ..errors import SpecError
 from ..nn.structural import StructuralDecoder
-from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
+from ..spec.schema import SAESpec, Spec, StructuralDecoderSpec
+from ._spec_args import chain_or_dag, conv_common
+from .base import BuildContext, LatentModel, ModelOutput, reconstruction_loss, register_model
 
 
 class StructuralValues:
@@ -34,12 +37,21 @@ class StructuralValues:
         return self.node_features(self.encode(x))
 
 
-@MODELS.register("sae")
+@register_model("sae", default_graph="chain")
 class SAE(StructuralValues, LatentModel):
     """SAE over a chain (SAE-K) or a DAG; trained on reconstruction alone (001 sec 2.3: the
     architecture, not a regulariser, encourages independent, ordered latents)."""
 
     structural = True
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "SAE":
+        m: SAESpec = spec.model
+        if not isinstance(m.decoder, StructuralDecoderSpec):
+            raise SpecError("model.decoder.kind", f"model 'sae' needs decoder kind 'structural'; got {m.decoder.KIND!r}")
+        chain_or_dag(spec, graph)
+        return cls(dec_blocks=m.decoder.blocks, dec_channels=m.decoder.channels,
+                   mechanism_hidden=m.decoder.mechanism_hidden, **conv_common(spec, graph, ctx.channels))
 
     def __init__(self, *, graph: LatentGraph, in_channels: int, resolution: int, enc_blocks: int = 12,
                  enc_channels: int = 64, enc_hidden: Sequence[int] = (), dec_blocks: int = 12,

@@ -9,8 +9,11 @@ from torch import nn
 
 from ..graph.latent import LatentGraph
 from ..nn.backbone import ConvBlock, Upsample2x, bottleneck_size, mlp, pool_after, upsample_before
+from ..errors import SpecError
 from ..nn.divergences import kl_standard_normal
-from .base import MODELS, LatentModel, ModelOutput, reconstruction_loss
+from ..spec.schema import Spec, VLAESpec
+from ._spec_args import conv_common, conv_decoder, independent_only
+from .base import BuildContext, LatentModel, ModelOutput, reconstruction_loss, register_model
 
 
 def rung_depths(rungs: int, blocks: int) -> list[int]:
@@ -58,7 +61,7 @@ class GenerativeRung(nn.Module):
         return self.merge(m if v is None else torch.cat([v, m], dim=1))
 
 
-@MODELS.register("vlae")
+@register_model("vlae")
 class VLAE(LatentModel):
     """L rungs, the latent split evenly into L groups (group k = dims [k*D/L, (k+1)*D/L)).
 
@@ -70,6 +73,22 @@ class VLAE(LatentModel):
     """
 
     has_prior = True
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "VLAE":
+        m: VLAESpec = spec.model
+        independent_only(spec, graph, "splits its latent over model.rungs")
+        if m.latent_dim % m.rungs:
+            raise SpecError("model.rungs", f"latent_dim={m.latent_dim} is not divisible by rungs={m.rungs} (the "
+                                           f"latent is split evenly over the rungs, 001 A.2.1)")
+        common = conv_common(spec, graph, ctx.channels)
+        dec = conv_decoder(m)
+        for key, hidden in (("encoder", common.pop("enc_hidden")), ("decoder", dec.pop("dec_hidden"))):
+            if hidden:
+                raise SpecError(f"model.{key}.hidden", f"VLAE's ladder rungs replace the {key}'s MLP: leave it "
+                                                       f"empty and size the rungs with model.rung_hidden")
+        return cls(rungs=m.rungs, beta=m.beta, rung_hidden=m.rung_hidden, rung_channels=m.rung_channels,
+                   rung_side=m.rung_side, rung_pool=m.rung_pool, **common, **dec)
 
     def __init__(self, *, graph: LatentGraph, in_channels: int, resolution: int, rungs: int = 4, beta: float = 1.0,
                  enc_blocks: int = 12, enc_channels: int = 64, dec_blocks: int = 12, dec_channels: int = 64,

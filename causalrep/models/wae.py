@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import torch
 
+from ..graph.latent import LatentGraph
 from ..nn.divergences import mmd_imq
+from ..spec.schema import Spec, WAESpec
+from ._spec_args import conv_common, conv_decoder
 from .ae import AE
-from .base import MODELS, ModelOutput, reconstruction_loss
+from .base import BuildContext, ModelOutput, reconstruction_loss, register_model
 
 
-@MODELS.register("wae")
+@register_model("wae")
 class WAE(AE):
     """WAE-MMD, the "WAE" baseline of 001 sec 3.1: loss = recon + lam * MMD^2(q(z), p(z)).
 
@@ -20,6 +23,11 @@ class WAE(AE):
     """
 
     has_prior = True
+
+    @classmethod
+    def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "WAE":
+        m: WAESpec = spec.model
+        return cls(lam=m.lam, kernel_scale=m.kernel_scale, **conv_common(spec, graph, ctx.channels), **conv_decoder(m))
 
     def __init__(self, *, lam: float = 10.0, kernel_scale: float = 1.0, **kwargs):
         super().__init__(**kwargs)
