@@ -31,7 +31,10 @@ SKIP = {"step"}  # bookkeeping, not a metric
 NAMES = {**TABLE1, "dci_informativeness_test": "DCI-i (test acc.)", "val_recon_error": "recon. BCE / image",
          "modexp_explicitness_test": "Explicitness", "fid_hybrid_random_conv": "FID hybrid",
          "fid_prior_random_conv": "FID prior", "fid_structured_random_conv": "FID structured",
-         "fid_recon_random_conv": "FID recon."}
+         "fid_recon_random_conv": "FID recon.", "shd": "SHD", "learned_edges": "edges", "mic": "MIC", "tic": "TIC",
+         "one_to_one": "one expert per mechanism", "accuracy_after": "accuracy after",
+         "accuracy_before": "accuracy before", "min_winner_share": "min winner share",
+         "distinct_winners": "distinct winners"}
 
 
 @attrs.frozen
