@@ -92,7 +92,7 @@ class Experiment:
                               tracker=tracker, steps=t.steps, batch_size=t.batch_size, lr=t.lr, betas=t.betas,
                               precision=t.precision, device=t.device, checkpoint_every=t.checkpoint_every,
                               log_every=t.log_every, val_every=t.val_every,
-                              val_samples=min(spec.evaluate.val_samples, 512), seed=spec.seed,
+                              val_samples=t.val_samples, seed=spec.seed,
                               progress=self.progress, channels_last=t.channels_last, compile=t.compile,
                               resident=spec.data.resident, trainable=t.trainable, lr_schedule=t.lr_schedule,
                               lr_warmup_steps=t.lr_warmup_steps)

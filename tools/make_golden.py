@@ -132,7 +132,7 @@ def toy_overrides(path: str | Path) -> dict[str, Any]:
     over = {"data.resolution": resolution, "train.steps": STEPS, "train.batch_size": BATCH, "train.threads": 1,
             "train.precision": "fp32", "train.device": "cpu", "train.compile": False, "train.log_every": 1,
             "train.val_every": 10 ** 6, "train.checkpoint_every": 10 ** 6, "track.kind": "jsonl",
-            "evaluate.val_samples": METRIC_N, "evaluate.hybrid_latents": HYBRID_LATENTS,
+            "evaluate.val_samples": METRIC_N, "train.val_samples": METRIC_N, "evaluate.hybrid_latents": HYBRID_LATENTS,
             "evaluate.metrics": [m for m in raw.evaluate.metrics if m not in SKIPPED_METRICS]}
     if t.lr_warmup_steps:  # warm-up then the schedule's decay, both inside the 20 steps
         over["train.lr_warmup_steps"] = min(t.lr_warmup_steps, STEPS // 4)
@@ -228,7 +228,7 @@ def golden_values(path: str | Path) -> dict[str, Any]:
         trainer = Trainer(model=model, dataset=dataset, split=split, run_dir=run_dir, tracker=recorder, steps=t.steps,
                           batch_size=t.batch_size, lr=t.lr, betas=t.betas, precision=t.precision, device=t.device,
                           checkpoint_every=t.checkpoint_every, log_every=t.log_every, val_every=t.val_every,
-                          val_samples=min(ev.val_samples, 512), seed=spec.seed, progress=False,
+                          val_samples=t.val_samples, seed=spec.seed, progress=False,
                           channels_last=t.channels_last, compile=t.compile, resident=spec.data.resident,
                           trainable=t.trainable, lr_schedule=t.lr_schedule, lr_warmup_steps=t.lr_warmup_steps)
         trainer.fit()

@@ -474,6 +474,9 @@ class TrainSpec:
     checkpoint_every: int = field(1000, range=STEPS, help="steps between checkpoints (atomic writes)")
     log_every: int = field(50, range=STEPS, help="steps between logged training metrics")
     val_every: int = field(1000, range=STEPS, help="steps between validation passes")
+    val_samples: int = field(512, range="[1, 1e8]", help="validation images scored every val_every steps (the "
+                                                          "first N of the val split; the final metrics' sample "
+                                                          "size is evaluate.val_samples)")
     threads: int | None = field(None, range="[1, 1024]", help="torch CPU threads (default: torch's choice)")
     channels_last: bool = field(False, help="channels_last memory format for model and batches (see tools/bench_train.py)")
     compile: bool = field(False, help="torch.compile the model's training forward (measured option)")
