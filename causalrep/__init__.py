@@ -1,7 +1,7 @@
 """causalrep: structured and causal representation learning from declarative latent-graph specs."""
-from .build import build_dataset, build_graph, build_model, validate_spec
+from .build import Run, build_dataset, build_graph, build_model, load_run, validate_spec
 from .errors import CausalrepError, DataError, SpecError, TrainingError
-from .experiment import Experiment, Run, load_run
+from .experiment import Experiment
 from .graph import LatentGraph
 from .models import LatentModel, ModelOutput
 from .spec import load_spec

@@ -1,22 +1,28 @@
 """The only place a spec becomes objects: dataset, split, latent graph and model (each model kind's class reads its
-own spec in from_spec, found in the models registry; registries live beside what they register)."""
+own spec in from_spec, found in the models registry; registries live beside what they register), and a run folder
+becomes a Run (its spec's objects with the trained weights: load_run), which 002's perturbation reads s(x) from."""
 from __future__ import annotations
 
+import json
 from functools import partial
+from pathlib import Path
 
+import attrs
 import torch
 
 from . import data as _data  # noqa: F401  (registers the built-in datasets)
 from . import models as _models  # noqa: F401  (registers the built-in models)
 from .data.base import DATASETS, FILE_LOADERS, GroundTruthDataset, Split, factor_mask
-from .data.perturb import PatternPerturbation, UniformNoise, factor_s, latent_s
+from .data.perturb import PatternPerturbation, UniformNoise, factor_s
 from .errors import CausalrepError, DataError, SpecError
 from .graph.kinds import GRAPHS, independent_graph
 from .graph.latent import LatentGraph
 from .metrics import METRICS
 from .models.base import MODELS, BuildContext, LatentModel
 from .report import read_baseline
+from .spec.load import load_spec, register_check
 from .spec.schema import ChainGraphSpec, ModelSpec, PatternPerturbationSpec, Spec, UniformPerturbationSpec
+from .train.checkpoint import load_checkpoint
 from .train.transfer import checkpoint_path
 
 
@@ -59,6 +65,7 @@ def build_graph(spec: Spec, true_graph=None) -> LatentGraph:
     return GRAPHS.get(spec.graph.KIND)(spec.graph, latent_dim=latent_dim, true_graph=true_graph)
 
 
+@register_check  # load_spec(check=True) runs it (the spec package cannot import the builder)
 def validate_spec(spec: Spec) -> None:
     """Cross-section rules that the schema alone cannot express; each error names its key path."""
     if spec.data.name not in DATASETS:
@@ -167,3 +174,63 @@ def model_kinds() -> list[str]:
                           f"{', '.join(no_model) or '-'}; registered model kinds without a spec class "
                           f"(spec.schema.register_kind(ModelSpec, ...)): {', '.join(no_spec) or '-'}")
     return kinds
+
+
+# -- run folders -----------------------------------------------------------------------------------------------
+@attrs.frozen
+class Run:
+    """A finished (or interrupted) run, rebuilt from its folder: spec, model, graph, data, metrics."""
+
+    path: Path
+    spec: Spec
+    model: LatentModel
+    graph: LatentGraph
+    dataset: GroundTruthDataset
+    split: Split
+    metrics: dict
+    step: int
+
+
+def load_run(path: str | Path, *, device: str = "cpu") -> Run:
+    """Rebuild the model from RUN_DIR/spec.yaml and load RUN_DIR/checkpoints/last.pt into it."""
+    path = Path(path)
+    if not (path / "spec.yaml").is_file():
+        raise CausalrepError(f"not a run folder (no spec.yaml): {path}")
+    spec = load_spec(path / "spec.yaml")
+    dataset = build_dataset(spec)
+    graph = build_graph(spec, dataset.true_graph)
+    model = build_model(spec, dataset, graph)
+    ckpt = load_checkpoint(path / "checkpoints" / "last.pt", map_location=device)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    metrics_path = path / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return Run(path=path, spec=spec, model=model, graph=graph, dataset=dataset,
+               split=build_split(spec, dataset), metrics=metrics, step=int(ckpt["step"]))
+
+
+def least_noisy_latent(run: Run, probe: int = 1024, where: str = "the model") -> tuple[int, torch.Tensor]:
+    """(j, mu): j = argmin_k <sigma_k^2> (002 eq. 6), the latent of a loaded VAE-like run (load_run) with the
+    least posterior variance on average over its first `probe` training images, and those images' posterior
+    means (probe, D)."""
+    if not hasattr(run.model, "posterior"):
+        raise DataError(f"{where} ({type(run.model).__name__}) has no posterior variance to pick the least-noisy "
+                        "latent from (002 sec 4.1 needs a VAE)")
+    with torch.no_grad():
+        mu, logvar = run.model.posterior(run.dataset.images_at(run.split.train[:probe]))
+    return int(logvar.exp().mean(0).argmin()), mu
+
+
+def latent_s(run_dir: str | Path, scale: float = 1.0, probe: int = 1024):
+    """s(x) = scale * enc(x)_j with j = argmin_k <sigma_k^2> of a trained VAE-like run (002 eq. 6): the
+    (factors, images) -> (N,) function data.perturb.PatternPerturbation takes; `s.latent` is j."""
+    run = load_run(run_dir)
+    model = run.model
+    j, _ = least_noisy_latent(run, probe, where=f"data.perturbation.run: the model of {run_dir}")
+
+    def s(factors, x):
+        with torch.no_grad():
+            return scale * model.posterior(x.cpu())[0][:, j]
+
+    s.latent = j
+    return s

@@ -1,18 +1,16 @@
-"""Experiment (spec -> run folder: train, evaluate, report) and load_run (run folder -> model)."""
+"""Experiment (spec -> run folder: train, evaluate, report); load_run (run folder -> model) is build.load_run."""
 from __future__ import annotations
 
 import datetime as _dt
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
 
-from .build import build_dataset, build_graph, build_model, build_split
-from .data.base import GroundTruthDataset, Split
-from .errors import CausalrepError
+from .build import Run, build_dataset, build_graph, build_model, build_split, load_run  # noqa: F401  (Run, load_run: re-exported)
+from .data.base import GroundTruthDataset
 from .graph.latent import LatentGraph
 from .metrics import METRICS
 from .models.base import LatentModel
@@ -20,7 +18,7 @@ from .report import read_baseline, write_report
 from .spec import dump_spec, load_spec, to_dict
 from .spec.schema import Spec
 from .track import make_tracker
-from .train import Trainer, distributed, load_checkpoint
+from .train import Trainer, distributed
 from .train.transfer import load_initial_weights
 
 
@@ -133,35 +131,3 @@ def metric_options(fn, evaluate) -> dict[str, Any]:
     params = inspect.signature(fn).parameters
     return {f.name: getattr(evaluate, f.name) for f in attrs.fields(type(evaluate))
             if f.name in params and f.name not in ("n", "loss", "device")}
-
-
-@attrs.frozen
-class Run:
-    """A finished (or interrupted) run, rebuilt from its folder: spec, model, graph, data, metrics."""
-
-    path: Path
-    spec: Spec
-    model: LatentModel
-    graph: LatentGraph
-    dataset: GroundTruthDataset
-    split: Split
-    metrics: dict
-    step: int
-
-
-def load_run(path: str | Path, *, device: str = "cpu") -> Run:
-    """Rebuild the model from RUN_DIR/spec.yaml and load RUN_DIR/checkpoints/last.pt into it."""
-    path = Path(path)
-    if not (path / "spec.yaml").is_file():
-        raise CausalrepError(f"not a run folder (no spec.yaml): {path}")
-    spec = load_spec(path / "spec.yaml")
-    dataset = build_dataset(spec)
-    graph = build_graph(spec, dataset.true_graph)
-    model = build_model(spec, dataset, graph)
-    ckpt = load_checkpoint(path / "checkpoints" / "last.pt", map_location=device)
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    metrics_path = path / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return Run(path=path, spec=spec, model=model, graph=graph, dataset=dataset,
-               split=build_split(spec, dataset), metrics=metrics, step=int(ckpt["step"]))

@@ -15,8 +15,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .build import build_split
+from .build import build_split, load_run
 from .data.base import GroundTruthDataset, Split, factor_mask
+from .metrics.fid import fid_score
 from .metrics.reconstruction import batched_images
 from .models.base import LatentModel
 from .spec.schema import Spec
@@ -57,8 +58,6 @@ def fid_reconstructions(model: LatentModel, dataset: GroundTruthDataset, index: 
                         device: torch.device | str = "cpu", batch_size: int = 256) -> tuple[float, str]:
     """FID between the images and their reconstructions (000 Fig. 8 scores each transfer stage's set this way),
     in the feature space metrics.fid picks (Inception with local weights, else the named random conv net)."""
-    from .metrics.fid import fid_score
-
     was_training = model.training
     model.eval()
     real = batched_images(dataset, index, batch_size, device)
@@ -72,8 +71,6 @@ def heldout_metrics(run_dir: str | Path, subsets: Mapping[str, Mapping[str, Any]
                     device: str = "cpu") -> dict[str, float]:
     """{heldout_<name>_mse_x1000, heldout_<name>_images} for each named subset of a finished run, and
     heldout_<name>_fid_recon_<features> where the subset asks for `fid: true`."""
-    from .experiment import load_run  # the run folder -> model, dataset, spec
-
     run = load_run(run_dir, device=device)
     out: dict[str, float] = {}
     for name, sub in subsets.items():

@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .build import check_spec
 from .errors import CausalrepError
+from .experiment import Experiment
+from .report import summary
+from .spec import load_spec
+from .train import distributed
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,9 +56,6 @@ def print_error(exc: BaseException) -> None:
 def check(args: argparse.Namespace) -> int:
     """--check: load and validate the spec, build what can be built without training; write nothing."""
     try:
-        from .build import check_spec
-        from .spec import load_spec
-
         info = check_spec(load_spec(args.spec, args.overrides))
     except CausalrepError as exc:
         print_error(exc)
@@ -66,14 +68,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.check:
         return check(args)
-    from .train import distributed
-
     main_rank = True
     try:
-        from .experiment import Experiment
-        from .report import summary
-        from .spec import load_spec
-
         if args.resume:
             exp = Experiment.resume(args.resume, args.overrides, device=args.device, progress=not args.no_progress)
         else:

@@ -23,10 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import torch
 import yaml
+from tqdm.auto import tqdm
 
+from .build import build_dataset
+from .data.base import factor_mask
 from .errors import CausalrepError, SpecError
-from .spec.load import _read_yaml, apply_override, deep_merge, load_spec, load_tree
+from .experiment import Experiment
+from .heldout import SUBSET_KEYS, heldout_metrics
+from .spec.load import _read_yaml, apply_override, deep_merge, dump_spec, load_spec, load_tree
 
 KEYS = ("name", "description", "specs", "base", "models", "seeds", "overrides", "grid", "stages", "heldout",
         "launcher", "nproc")
@@ -216,8 +222,6 @@ def load_sweep(path: str | Path, *, out: str | Path | None = None, overrides: tu
             stage_names.append(sn)
 
     heldout = _mapping(data.get("heldout", {}) or {}, where, "heldout")
-    from .heldout import SUBSET_KEYS
-
     for hn, sub in heldout.items():
         if not NAME.match(str(hn)):
             _fail(where, f"heldout.{hn}", "use letters, digits, '_', '.', '-' in a held-out set's name")
@@ -284,9 +288,6 @@ def check_heldout(sweep: Sweep, specs: dict[str, Any]) -> None:
     """The held-out filters name real factors and values of every run's dataset (checked before training)."""
     if not sweep.heldout:
         return
-    from .build import build_dataset
-    from .data.base import factor_mask
-
     seen: set = set()
     for spec in specs.values():
         key = (spec.data.name, spec.data.path, spec.data.resolution)
@@ -318,8 +319,6 @@ def torchrun_command(run: PlannedRun, sweep: Sweep, spec_file: Path, progress: b
 
 
 def run_one(run: PlannedRun, spec, sweep: Sweep, *, progress: bool) -> None:
-    from .spec import dump_spec
-
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "sweep.json").write_text(json.dumps(run.info(sweep.name), indent=2))
     if sweep.launcher == "torchrun":
@@ -332,8 +331,6 @@ def run_one(run: PlannedRun, spec, sweep: Sweep, *, progress: bool) -> None:
             raise CausalrepError(f"sweep run {run.label} failed (torchrun exit code {res.returncode}); "
                                  f"re-running the sweep continues from its last checkpoint")
     else:
-        from .experiment import Experiment
-
         Experiment(spec, out=sweep.out, run_dir=run.run_dir, progress=progress).run()
 
 
@@ -346,10 +343,6 @@ def add_heldout(run: PlannedRun, sweep: Sweep) -> None:
     missing = {hn: sub for hn, sub in sweep.heldout.items() if f"heldout_{hn}_mse_x1000" not in metrics}
     if not missing:  # only the sets a run lacks are scored (a set added to a finished sweep costs just itself)
         return
-    import torch
-
-    from .heldout import heldout_metrics
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metrics.update(heldout_metrics(run.run_dir, missing, device=device))
     path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -386,8 +379,6 @@ def run_sweep(sweep: Sweep, *, dry_run: bool = False, progress: bool = True,
               results: str | Path | None = None) -> list[PlannedRun]:
     """Validate every run's spec, then (unless dry_run) run the runs in order, each finished run's small
     files copied under `results` (see keep_results); returns the plan."""
-    from tqdm.auto import tqdm
-
     specs = {r.label: r.spec() for r in sweep.runs}  # every spec is checked before anything trains
     check_heldout(sweep, specs)
     width = max(len(r.label) for r in sweep.runs)

@@ -19,8 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from causalrep.data.perturb import least_noisy_latent  # noqa: E402
-from causalrep.experiment import load_run  # noqa: E402
+from causalrep.build import least_noisy_latent, load_run  # noqa: E402
 
 
 def s_spread(run_dir: str, probe: int) -> tuple[int, float]:

@@ -18,6 +18,8 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torchvision.datasets import MNIST
 
 from ..errors import DataError
 from .base import DATASETS, FILE_LOADERS, GroundTruthDataset
@@ -30,8 +32,6 @@ CHUNK = 4096
 
 def _load_sklearn() -> tuple[torch.Tensor, np.ndarray, float]:
     """(1797, 1, 8, 8) float32 grey levels, (1797,) labels, and the maximum grey level (16)."""
-    from sklearn.datasets import load_digits
-
     d = load_digits()
     return torch.as_tensor(d.images, dtype=torch.float32).unsqueeze(1), np.asarray(d.target, np.int64), 16.0
 
@@ -41,8 +41,6 @@ def _load_mnist(path: str, train: bool) -> tuple[torch.Tensor, np.ndarray, float
     if not os.path.isdir(path):
         raise DataError(f"digits: MNIST root {path} does not exist (expected a torchvision MNIST root holding "
                         f"MNIST/raw/*-idx*-ubyte; nothing is downloaded)")
-    from torchvision.datasets import MNIST
-
     try:
         ds = MNIST(root=path, train=train, download=False)
     except (RuntimeError, OSError) as e:

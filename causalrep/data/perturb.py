@@ -67,8 +67,9 @@ class PatternPerturbation(PerturbedDataset):
 
     p is a fixed random {-1, +1} pattern and c_j in {1, 2, 3, 4} a random column factor, both drawn
     from `seed`; the pattern slides down column j by s / c_j, so s is encoded at four scales. s is
-    given as a function of (factors, images): a chosen factor's index, or the least-noisy latent of a
-    trained VAE (002 sec 4.1, eq. 6). The pattern has PATTERN_ROWS extra rows and wraps beyond them.
+    given as a function of (factors, images) -> (N,): a chosen factor's index (factor_s), or the least-noisy
+    latent of a trained VAE (002 sec 4.1, eq. 6; build.latent_s, which loads the run). The pattern has
+    PATTERN_ROWS extra rows and wraps beyond them.
     """
 
     def __init__(self, base: GroundTruthDataset, *, epsilon: float, s: Callable[[np.ndarray, torch.Tensor], torch.Tensor],
@@ -116,31 +117,3 @@ def factor_s(dataset: GroundTruthDataset, factor: str, scale: float = 1.0):
         raise DataError(f"data.perturbation.factor: unknown factor {factor!r}; factors: {', '.join(sampled)}")
     k = dataset.factor_names.index(factor)
     return lambda factors, x: torch.as_tensor(factors[:, k] * scale, dtype=torch.float32)
-
-
-def least_noisy_latent(run, probe: int = 1024, where: str = "the model") -> tuple[int, torch.Tensor]:
-    """(j, mu): j = argmin_k <sigma_k^2> (002 eq. 6), the latent of a loaded VAE-like run (experiment.load_run)
-    with the least posterior variance on average over its first `probe` training images, and those images'
-    posterior means (probe, D)."""
-    if not hasattr(run.model, "posterior"):
-        raise DataError(f"{where} ({type(run.model).__name__}) has no posterior variance to pick the least-noisy "
-                        "latent from (002 sec 4.1 needs a VAE)")
-    with torch.no_grad():
-        mu, logvar = run.model.posterior(run.dataset.images_at(run.split.train[:probe]))
-    return int(logvar.exp().mean(0).argmin()), mu
-
-
-def latent_s(run_dir: str, scale: float = 1.0, probe: int = 1024):
-    """s(x) = scale * enc(x)_j with j = argmin_k <sigma_k^2> of a trained VAE-like run (002 eq. 6)."""
-    from ..experiment import load_run  # lazy: data must not import the experiment machinery at import time
-
-    run = load_run(run_dir)
-    model = run.model
-    j, _ = least_noisy_latent(run, probe, where=f"data.perturbation.run: the model of {run_dir}")
-
-    def s(factors, x):
-        with torch.no_grad():
-            return scale * model.posterior(x.cpu())[0][:, j]
-
-    s.latent = j
-    return s

@@ -1,7 +1,6 @@
-"""Sampling from a trained LatentModel: prior, hybrid (001 sec 2.3), structured hybrid (000 sec 4), FIDs."""
+"""Sampling from a trained LatentModel: prior, hybrid (001 sec 2.3), structured hybrid (000 sec 4), traversals."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -9,9 +8,6 @@ import torch
 from scipy.special import digamma
 from torchvision.utils import make_grid
 
-from ..data.base import GroundTruthDataset, Split
-from ..metrics.fid import activation_stats, feature_net, frechet_distance
-from ..metrics.reconstruction import batched_images
 from ..models.base import LatentModel
 from ..registry import Registry
 
@@ -195,42 +191,3 @@ def traversal_grid(model: LatentModel, x: torch.Tensor, node: str, steps: int = 
     t = t.flatten(0, 1).float().cpu()
     t = t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
     return make_grid(t, nrow=steps, padding=2, pad_value=0.5)
-
-
-# -- FIDs of samples and reconstructions ---------------------------------------------------------------------
-@torch.no_grad()
-def sample_fids(model: LatentModel, dataset: GroundTruthDataset, split: Split, n: int, features: str = "auto",
-                device: torch.device | str | None = None, methods: Sequence[str] = ("hybrid", "prior"),
-                batch_size: int = 256, seed: int = 0, groups: Sequence[Sequence[str]] | None = None,
-                weights: str | Path | None = None) -> dict:
-    """FID of n generated images per sampling method, and of the reconstructions of the n held-out
-    test images, each against those n test images (001 sec 3; test split as in 000 sec 3):
-    {"fid_<method>_<features>": ..., "fid_recon_<features>": ..., "fid_features": name}.
-    Prior sampling is skipped where the model has no prior (001 sec 3). Each method draws from its
-    own generator seeded with `seed`, so a method's FID does not depend on which others are asked."""
-    device = torch.device(device) if device is not None else model.latent_bank.device
-    net = feature_net(features, weights=weights, device=device)
-    test = split.test[:n]
-    m = len(test)
-    batches = -(-m // batch_size)
-    stats = lambda images, what: activation_stats(images, net, device=device, total=batches,  # noqa: E731
-                                                  desc=f"FID features ({what})")
-    mu_r, s_r, _ = stats(batched_images(dataset, test, batch_size, device), "real")
-    out: dict = {}
-    was_training = model.training
-    model.eval()
-    try:
-        recon = (model.reconstruct(x.to(model.latent_bank.device)) for x in
-                 batched_images(dataset, test, batch_size, device))
-        out[f"fid_recon_{net.name}"] = frechet_distance(mu_r, s_r, *stats(recon, "recon")[:2])
-        for method in methods:
-            SAMPLERS.get(method)  # an unknown method is an error listing the valid ones
-            if method == "prior" and not model.has_prior:
-                continue
-            gen = torch.Generator().manual_seed(seed)
-            fake = iter_samples(model, m, method, gen, batch_size, groups)
-            out[f"fid_{method}_{net.name}"] = frechet_distance(mu_r, s_r, *stats(fake, method)[:2])
-    finally:
-        model.train(was_training)
-    out["fid_features"] = net.name
-    return out

@@ -1,19 +1,25 @@
-"""Fréchet distance between image sets in a named feature space (FID, Heusel et al. 2017; 001 sec 3)."""
+"""Fréchet distance between image sets in a named feature space (FID, Heusel et al. 2017; 001 sec 3), and the FIDs
+of a model's samples and reconstructions (the registered `fid` metric)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.linalg.lapack import dpstrf
 from torch import nn
+from torchvision.models import inception_v3
 from tqdm.auto import tqdm
 
+from ..data.base import GroundTruthDataset, Split
 from ..errors import CausalrepError
+from ..generate.sampling import SAMPLERS, iter_samples
+from ..models.base import LatentModel
 from ..registry import Registry
+from .reconstruction import batched_images
 from .registry import METRICS
 
 WEIGHTS_ENV = "CAUSALREP_INCEPTION_WEIGHTS"
@@ -129,8 +135,6 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, weights: str | Path):
         super().__init__()
-        from torchvision.models import inception_v3
-
         net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -244,6 +248,45 @@ def fid_score(images_a: torch.Tensor | Iterable[torch.Tensor], images_b: torch.T
     return {"fid": frechet_distance(mu1, s1, mu2, s2), "fid_features": net.name}
 
 
+# -- FIDs of samples and reconstructions (sampling: generate.sampling) --------------------------------------
+@torch.no_grad()
+def sample_fids(model: LatentModel, dataset: GroundTruthDataset, split: Split, n: int, features: str = "auto",
+                device: torch.device | str | None = None, methods: Sequence[str] = ("hybrid", "prior"),
+                batch_size: int = 256, seed: int = 0, groups: Sequence[Sequence[str]] | None = None,
+                weights: str | Path | None = None) -> dict:
+    """FID of n generated images per sampling method, and of the reconstructions of the n held-out
+    test images, each against those n test images (001 sec 3; test split as in 000 sec 3):
+    {"fid_<method>_<features>": ..., "fid_recon_<features>": ..., "fid_features": name}.
+    Prior sampling is skipped where the model has no prior (001 sec 3). Each method draws from its
+    own generator seeded with `seed`, so a method's FID does not depend on which others are asked."""
+    device = torch.device(device) if device is not None else model.latent_bank.device
+    net = feature_net(features, weights=weights, device=device)
+    test = split.test[:n]
+    m = len(test)
+    batches = -(-m // batch_size)
+    stats = lambda images, what: activation_stats(images, net, device=device, total=batches,  # noqa: E731
+                                                  desc=f"FID features ({what})")
+    mu_r, s_r, _ = stats(batched_images(dataset, test, batch_size, device), "real")
+    out: dict = {}
+    was_training = model.training
+    model.eval()
+    try:
+        recon = (model.reconstruct(x.to(model.latent_bank.device)) for x in
+                 batched_images(dataset, test, batch_size, device))
+        out[f"fid_recon_{net.name}"] = frechet_distance(mu_r, s_r, *stats(recon, "recon")[:2])
+        for method in methods:
+            SAMPLERS.get(method)  # an unknown method is an error listing the valid ones
+            if method == "prior" and not model.has_prior:
+                continue
+            gen = torch.Generator().manual_seed(seed)
+            fake = iter_samples(model, m, method, gen, batch_size, groups)
+            out[f"fid_{method}_{net.name}"] = frechet_distance(mu_r, s_r, *stats(fake, method)[:2])
+    finally:
+        model.train(was_training)
+    out["fid_features"] = net.name
+    return out
+
+
 # -- the registered metric ------------------------------------------------------------------------------------
 @METRICS.register("fid")
 def fid(*, model, dataset, split, n: int, loss: str, device: torch.device | str = "cpu",
@@ -251,7 +294,5 @@ def fid(*, model, dataset, split, n: int, loss: str, device: torch.device | str 
     """fid_<method>_<features> of n generated images per sampling method (hybrid, structured, and
     prior where the model has one) and of reconstructions, each against n held-out test images
     (001 sec 3); features 'auto' (Inception when weights are configured, else random_conv)."""
-    from ..generate.sampling import sample_fids  # here, not at import: generate imports this module
-
     return sample_fids(model, dataset, split, n, features="auto", device=device,
                        methods=("hybrid", "structured", "prior"), batch_size=batch_size)

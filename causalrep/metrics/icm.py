@@ -3,43 +3,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.base import GroundTruthDataset, Split
+from ..data.mechanisms import MECHANISM_NAMES
 from ..errors import SpecError
 from ..models.base import LatentModel
+from ..models.icm import win_statistics  # defined beside the model, which tracks it over training
 from .registry import METRICS
 from .wrappers import SEED, eval_mode
 
 CLASSIFIER_EPOCHS = 15
 CLASSIFIER_BATCH = 64
 COMMITTEE_CHUNK = 64  # test images per committee pass: every expert and D run on N' x 64 images at once
-
-
-def win_statistics(p: np.ndarray) -> dict[str, Any]:
-    """Summary of an (M, N') win-proportion matrix (rows: mechanisms, each summing to 1; cols: experts).
-
-    min_winner_share: min over mechanisms of the share won by that mechanism's top expert;
-    distinct_winners: how many different experts top some mechanism (N' = M = 10 and one expert per mechanism: 10);
-    top_expert: each mechanism's top expert; spare_experts: the experts that top no mechanism;
-    spare_share: the share of all test images (mechanisms weighted equally) that the spare experts win;
-    one_to_one: 1.0 when every mechanism has its own top expert, 004 sec 4's success ("the experts correctly
-    specialized on inverting exactly one mechanism each in 7 out of the 10 runs"), else 0.0; its mean over
-    seeds is the success rate.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    if p.ndim != 2 or not p.size:
-        raise ValueError(f"win_statistics: expected a non-empty (mechanisms, experts) matrix, got shape {p.shape}")
-    top = p.argmax(1)
-    spare = sorted(set(range(p.shape[1])) - set(top.tolist()))
-    return {"min_winner_share": float(p.max(1).min()), "distinct_winners": int(len(set(top.tolist()))),
-            "top_expert": [int(t) for t in top], "spare_experts": spare,
-            "spare_share": float(p[:, spare].sum(1).mean()) if spare else 0.0,
-            "one_to_one": float(len(set(top.tolist())) == p.shape[0])}
 
 
 def classifier_net(resolution: int, channels: int = 1, classes: int = 10) -> nn.Sequential:
@@ -102,8 +81,6 @@ def icm_metric(*, model: LatentModel, dataset: GroundTruthDataset, split: Split,
     if not hasattr(dataset, "test_set"):
         raise SpecError("data.name", f"metric 'icm' needs transformed digits with held-out originals (data.name: "
                                      f"icm_digits); got {type(dataset).__name__}")
-    from ..data.mechanisms import MECHANISM_NAMES
-
     test = dataset.test_set()
     num_mech, experts = len(MECHANISM_NAMES), model.num_experts
     winners, outputs = [], []

@@ -11,8 +11,9 @@ from tqdm.auto import tqdm
 from ..data.base import GroundTruthDataset, Split
 from ..models.base import LatentModel
 from .interventional import BAR_DELAY
+from .reconstruction import batched_images
 from .registry import METRICS
-from .wrappers import _check_n, encode_factors
+from .wrappers import _check_n, encode_factors, eval_mode
 
 # The estimator is ApproxMaxMI of Reshef et al. 2011 ("Detecting novel associations in large data sets", Science,
 # supplementary (SOM) algorithms ApproxMaxMI, EquipartitionYAxis, GetClumpsPartition, OptimizeXAxis) as minepy runs it
@@ -241,10 +242,6 @@ def mic_tic(*, model: LatentModel, dataset: GroundTruthDataset, split: Split, n:
     label_nodes = getattr(model, "label_nodes", None)
     if label_nodes:
         # a node's value (model.node_values: CausalVAE's z~_i, a baseline's latent slice) averaged over its dims
-        from .reconstruction import batched_images
-
-        from .wrappers import eval_mode
-
         with torch.no_grad(), eval_mode(model):
             parts = [model.node_values(x) for x in batched_images(dataset, index, batch_size, device)]
         values = {node: torch.cat([p[node] for p in parts]).float().mean(1).cpu().numpy() for node in label_nodes}

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision.utils import make_grid, save_image
 
 from ..errors import SpecError
 from ..graph.latent import LatentGraph
@@ -121,8 +122,6 @@ class ASAE(StructuralValues, LatentModel):
 @torch.no_grad()
 def attention_png(model: ASAE, x: torch.Tensor, path: str | Path, max_images: int = 8) -> Path:
     """Write attention_grid(model, x) as a PNG and return its path."""
-    from torchvision.utils import save_image  # imported here: only reports draw
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(attention_grid(model, x, max_images), path)
@@ -137,8 +136,6 @@ def attention_grid(model: ASAE, x: torch.Tensor, max_images: int = 8) -> torch.T
     the red channel, the map averaged over the batch in the green channel (yellow where they overlap), each
     scaled to its maximum and upsampled (nearest) to the image size.
     """
-    from torchvision.utils import make_grid
-
     was_training = model.training
     model.eval()
     try:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SpecError
+from ..graph.draw import adjacency_heatmap, draw_graph
 from ..graph.latent import LatentGraph
 from ..graph.penalty import LearnedAdjacency, dag_penalty
 from ..nn.backbone import ConvDecoder, ConvEncoder
@@ -299,12 +300,8 @@ class CausalVAE(LatentModel):
 
     # -- pictures -------------------------------------------------------------------------------------
     def track_images(self) -> dict[str, torch.Tensor]:
-        from ..graph.draw import adjacency_heatmap
-
         return {"adjacency": adjacency_heatmap(self.A.detach().cpu(), self.nodes, self.adjacency.threshold)}
 
     def report_images(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        from ..graph.draw import adjacency_heatmap, draw_graph
-
         return {"adjacency": adjacency_heatmap(self.A.detach().cpu(), self.nodes, self.adjacency.threshold),
                 "learned_graph": draw_graph(self.learned_graph())}

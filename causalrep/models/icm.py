@@ -4,12 +4,15 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from ..errors import SpecError
+from ..figures import matrix_heatmap
 from ..graph.latent import LatentGraph
 from ..nn.experts import Discriminator, Expert
 from ..spec.schema import ExpertsGraphSpec, ICMSpec, Spec
@@ -19,6 +22,28 @@ from .base import BuildContext, LatentModel, ModelOutput, register_model
 PROBE_IMAGES = 300  # validation images whose win matrix track_images() draws over training
 # metrics that decode latents (the committee maps images to images and has no decoder)
 DECODING_METRICS = ("reconstruction", "fid")
+
+
+def win_statistics(p: np.ndarray) -> dict[str, Any]:
+    """Summary of an (M, N') win-proportion matrix (rows: mechanisms, each summing to 1; cols: experts).
+
+    min_winner_share: min over mechanisms of the share won by that mechanism's top expert;
+    distinct_winners: how many different experts top some mechanism (N' = M = 10 and one expert per mechanism: 10);
+    top_expert: each mechanism's top expert; spare_experts: the experts that top no mechanism;
+    spare_share: the share of all test images (mechanisms weighted equally) that the spare experts win;
+    one_to_one: 1.0 when every mechanism has its own top expert, 004 sec 4's success ("the experts correctly
+    specialized on inverting exactly one mechanism each in 7 out of the 10 runs"), else 0.0; its mean over
+    seeds is the success rate.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 2 or not p.size:
+        raise ValueError(f"win_statistics: expected a non-empty (mechanisms, experts) matrix, got shape {p.shape}")
+    top = p.argmax(1)
+    spare = sorted(set(range(p.shape[1])) - set(top.tolist()))
+    return {"min_winner_share": float(p.max(1).min()), "distinct_winners": int(len(set(top.tolist()))),
+            "top_expert": [int(t) for t in top], "spare_experts": spare,
+            "spare_share": float(p[:, spare].sum(1).mean()) if spare else 0.0,
+            "one_to_one": float(len(set(top.tolist())) == p.shape[0])}
 
 
 def assign_winners(scores: torch.Tensor) -> torch.Tensor:
@@ -440,15 +465,13 @@ class ICMCommittee(LatentModel):
 
     def track_metrics(self) -> dict[str, float]:
         """The probe's win statistics at each validation step (context "val"): min_winner_share, distinct_winners
-        and spare_share (causalrep.metrics.icm.win_statistics), the specialisation over training as numbers, and
+        and spare_share (win_statistics), the specialisation over training as numbers, and
         the label-free assignment_stability: the share of probe images won by the same expert as at the last
         validation step (004 sec 3 item 2b's convergence criterion, "each expert consistently wins the same data
         points"; absent at a run's or a resume's first check). The matrix is kept for the track_images() call
         that follows at the same step."""
         if self._probe is None:
             return {}
-        from ..metrics.icm import win_statistics  # the metrics package imports the models package
-
         winners = self._probe_winners()
         self._probe_matrix = self._probe_win_proportion(winners)
         stats = win_statistics(self._probe_matrix.cpu().numpy())
@@ -483,8 +506,6 @@ class ICMCommittee(LatentModel):
         (the matrix of the track_metrics() call just before, if any)."""
         if self._probe is None:
             return {}
-        from ..report import matrix_heatmap  # report imports the models package: imported when drawing
-
         x, mech, names = self._probe
         p, self._probe_matrix = self._probe_matrix, None
         if p is None:
@@ -502,8 +523,6 @@ class ICMCommittee(LatentModel):
     @torch.no_grad()
     def committee_grid(self, x: torch.Tensor) -> torch.Tensor:
         """(3, H, W) grid: row 1 the inputs, row 2 their winners' outputs (004 Fig. 3)."""
-        from torchvision.utils import make_grid
-
         out = self.invert(x)
         return make_grid(torch.cat([x, out]).float().cpu().expand(-1, 3, -1, -1), nrow=len(x), padding=2,
                          pad_value=0.5)
@@ -511,8 +530,6 @@ class ICMCommittee(LatentModel):
     @torch.no_grad()
     def experts_grid(self, x: torch.Tensor) -> torch.Tensor:
         """(3, H, W) grid: row 1 the inputs, then one row per expert's outputs on them (004 Fig. 7)."""
-        from torchvision.utils import make_grid
-
         outs = self.expert_outputs(x)  # (N', B, C, H, W)
         return make_grid(torch.cat([x[None], outs]).flatten(0, 1).float().cpu().expand(-1, 3, -1, -1), nrow=len(x),
                          padding=2, pad_value=0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from .aim import AimTracker
 from .base import JsonlTracker, MultiTracker, Tracker, read_jsonl
 
 
@@ -14,8 +15,6 @@ def make_tracker(kind: str, *, run_dir: str | Path, repo: str | Path, experiment
     trackers: list[Tracker] = [JsonlTracker(run_dir)]
     if kind == "aim":
         try:
-            from .aim import AimTracker
-
             trackers.append(AimTracker(repo=repo, experiment=experiment, run_name=run_name))
         except (ImportError, RuntimeError) as exc:
             warnings.warn(f"Aim tracking is off for this run ({exc}); metrics still go to "

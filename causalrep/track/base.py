@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from torchvision.utils import save_image
 
 
 @runtime_checkable
@@ -43,8 +44,6 @@ class JsonlTracker:
         self._fh.write(json.dumps(rec) + "\n")
 
     def log_image(self, name: str, image: torch.Tensor, *, step: int, context: str = "eval") -> None:
-        from torchvision.utils import save_image
-
         out = self.run_dir / "images"
         out.mkdir(exist_ok=True)
         save_image(image.float().clamp(0, 1), out / f"{name}_{context}_{step:07d}.png")

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import GroundTruthDataset, Split
 from ..errors import SpecError, TrainingError
+from ..metrics.reconstruction import batched_images
 from ..models.base import LatentModel
 from ..track.base import Tracker
 from . import distributed
@@ -238,8 +239,6 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float:
-        from ..metrics.reconstruction import batched_images
-
         self.model.eval()
         total = 0.0
         for x in batched_images(self.dataset, self.val_index, 256, self.device):

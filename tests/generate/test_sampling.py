@@ -9,9 +9,9 @@ import torch
 
 from causalrep.build import build_dataset, build_model
 from causalrep.data.base import Split
-from causalrep.generate import (dependent_groups, hybrid_latents, mutual_information, prior_latents, sample_fids,
-                                sample_images, sample_latents, structured_hybrid_latents, traversal_grid)
-from causalrep.metrics.fid import WEIGHTS_ENV
+from causalrep.generate import (dependent_groups, hybrid_latents, mutual_information, prior_latents, sample_images,
+                                sample_latents, structured_hybrid_latents, traversal_grid)
+from causalrep.metrics.fid import WEIGHTS_ENV, sample_fids
 from causalrep.metrics.registry import METRICS
 
 from conftest import tiny_spec
