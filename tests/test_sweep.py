@@ -143,7 +143,8 @@ def test_shipped_sweeps_expand_and_every_run_validates(path, tmp_path):
     sw.check_heldout(s, specs)
     expected = {"smoke": 2 * 2, "table1": 11 * 3, "extrapolation": 7 * 3 * 4, "transfer": 7 * 3 * 3,
                 "table1_cpu": 4 * 3, "quickstart": 2, "extrapolation_cpu16": 3 * 3 * 4,
-                "perturbation_cpu16": 3 * 3 * 3, "transfer_cpu16": 2 * 3 * 3}[s.name]
+                "perturbation_cpu16": 3 * 3 * 3, "transfer_cpu16": 2 * 3 * 3, "causalvae_pendulum": 6 * 3,
+                "icm_digits": 5 * 5}[s.name]
     assert len(s.runs) == expected
     assert all(spec.track.experiment == s.name for spec in specs.values())
     if s.name == "extrapolation":  # 001 sec 3.2: 80k steps without the ball, then 20k on everything
@@ -161,6 +162,18 @@ def test_shipped_sweeps_expand_and_every_run_validates(path, tmp_path):
         pattern, noise = specs["btcvae-pattern/s1"].data.perturbation, specs["factorvae-noise/s1"].data.perturbation
         assert (pattern.KIND, noise.KIND, pattern.epsilon, noise.epsilon) == ("pattern", "uniform", 0.1, 0.1)
         assert pattern.run.startswith("runs/perturbation_cpu16/bvae/s") and specs["bvae/s0"].data.perturbation is None
+    if s.name == "causalvae_pendulum":  # 003 as set up there (slides eqs 33, 38, 41) against the shipped spec
+        pub, ship = specs["published/s0"], specs["shipped/s0"]
+        assert (pub.graph.forbidden_edges, pub.graph.sparsity, pub.model.graph_from, pub.model.label_loss,
+                pub.model.prior_std, pub.model.dag_schedule) == ((), 0.0, "joint", "sigmoid", 1.0, "fixed")
+        assert (len(ship.graph.forbidden_edges), ship.model.graph_from, ship.model.label_loss,
+                ship.model.prior_std) == (4, "labels", "gated_mlp", 0.1)
+        assert {sp.train.steps for sp in specs.values()} == {2000}
+    if s.name == "icm_digits":  # Algorithm 1 alone (004 sec 3) against the shipped additions
+        pub, bf16 = specs["published/s4"], specs["shipped-bf16-scoring/s0"]
+        assert (pub.model.revive_every, pub.model.discriminator_r1, pub.model.score_precision,
+                pub.train.precision) == (0, 0.0, "fp32", "fp32")
+        assert (bf16.model.score_precision, bf16.train.precision) == ("autocast", "bf16")
     if s.name == "table1_cpu":  # every model on the same budget, in fp32, on 10,000 / 5,000 metric points
         assert {(sp.train.steps, sp.train.lr, sp.train.lr_schedule, sp.train.precision, sp.model.latent_dim,
                  sp.evaluate.val_samples, sp.data.resolution) for sp in specs.values()} == {
