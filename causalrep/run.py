@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import CausalrepError
+from .errors import CausalrepError, one_line_warnings
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -66,6 +66,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.check:
         return check(args)
+    with one_line_warnings():  # e.g. "warning: checkpoint ...: truncated or corrupted ...; using the previous ..."
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from .train import distributed
 
     main_rank = True
