@@ -22,7 +22,7 @@ from .models.base import MODELS, BuildContext, LatentModel
 from .report import read_baseline
 from .spec.load import load_spec, register_check
 from .spec.schema import ChainGraphSpec, ModelSpec, PatternPerturbationSpec, Spec, UniformPerturbationSpec
-from .train.checkpoint import load_checkpoint
+from .train.checkpoint import CHECKPOINT, load_latest
 from .train.transfer import checkpoint_path
 
 
@@ -192,7 +192,8 @@ class Run:
 
 
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:
-    """Rebuild the model from RUN_DIR/spec.yaml and load RUN_DIR/checkpoints/last.pt into it."""
+    """Rebuild the model from RUN_DIR/spec.yaml and load RUN_DIR/checkpoints/last.pt into it (its previous
+    checkpoint, with a warning, if last.pt is damaged)."""
     path = Path(path)
     if not (path / "spec.yaml").is_file():
         raise CausalrepError(f"not a run folder (no spec.yaml): {path}")
@@ -200,7 +201,7 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
     dataset = build_dataset(spec)
     graph = build_graph(spec, dataset.true_graph)
     model = build_model(spec, dataset, graph)
-    ckpt = load_checkpoint(path / "checkpoints" / "last.pt", map_location=device)
+    ckpt, _ = load_latest(path / CHECKPOINT, map_location=device)
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     metrics_path = path / "metrics.json"

@@ -18,7 +18,7 @@ from .report import read_baseline, write_report
 from .spec import dump_spec, load_spec, to_dict
 from .spec.schema import Spec
 from .track import make_tracker
-from .train import Trainer, distributed
+from .train import CHECKPOINT, Trainer, distributed, has_checkpoint, load_latest
 from .train.transfer import load_initial_weights
 
 
@@ -36,7 +36,8 @@ def new_run_dir(out: str | Path, name: str) -> Path:
 class Experiment:
     """One run of a spec: builds the objects, trains, evaluates and writes the report into run_dir.
 
-    run_dir holds spec.yaml (resolved), checkpoints/last.pt, metrics.jsonl, metrics.json and PNGs.
+    run_dir holds spec.yaml (resolved), checkpoints/last.pt (and last.prev.pt, the one before), metrics.jsonl,
+    metrics.json (written last: a run is finished once it exists) and PNGs.
     Under torchrun every process builds the same objects and trains its shard of each batch; rank 0
     creates the run folder (the others are told its path) and alone writes into it.
     """
@@ -49,7 +50,7 @@ class Experiment:
         self.baseline = read_baseline(spec.evaluate.baseline)  # checked before anything is made or trained
         self.out = Path(out)
         distributed.init(spec.train.device)  # joins torchrun's process group; nothing in a plain run
-        self.resuming = run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file()
+        self.resuming = run_dir is not None and has_checkpoint(Path(run_dir) / CHECKPOINT)  # or last.prev.pt
         if run_dir is None:  # rank 0 picks the timestamped folder; every rank must use the same one
             run_dir = distributed.broadcast_object(str(new_run_dir(out, spec.name)) if distributed.is_main() else None)
         self.run_dir = Path(run_dir)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,12 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
                  metrics: dict[str, Any], tracker: Tracker | None = None, step: int = 0, n_images: int = 8,
                  traversal_steps: int = 9, sampling: tuple[str, ...] = ("hybrid",), seed: int = 0,
                  baseline: Baseline | None = None) -> dict[str, Path]:
-    """Write metrics.json and the labelled PNG grids into run_dir (and to the tracker as images)."""
+    """Write the labelled PNG grids (also to the tracker as images), report.md and, last, metrics.json into run_dir:
+    metrics.json marks a finished run (a sweep skips it), so it appears only once everything else is written."""
     run_dir = Path(run_dir)
     device = next(model.parameters()).device
     model.eval()
     files: dict[str, Path] = {}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    files["metrics"] = run_dir / "metrics.json"
 
     index = split.val[:n_images]
     x = dataset.images_at(index).to(device)
@@ -76,7 +77,24 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
     files["report"] = run_dir / "report.md"
     files["report"].write_text(markdown(metrics, files, title=run_dir.parent.name + " / " + run_dir.name,
                                         baseline=baseline))
+    files["metrics"] = write_json_atomic(run_dir / "metrics.json", metrics)
     return files
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """`data` as JSON into `path` through a temporary file in the same folder and os.replace, atomic on POSIX
+    (rename(2)): a process killed meanwhile leaves the old file or none, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(data, indent=2, sort_keys=True))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def traversal_values(model: LatentModel, node: str, steps: int = 9) -> torch.Tensor:

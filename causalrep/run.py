@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from .build import check_spec
-from .errors import CausalrepError
+from .errors import CausalrepError, one_line_warnings
 from .experiment import Experiment
 from .report import summary
 from .spec import load_spec
@@ -68,6 +68,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.check:
         return check(args)
+    with one_line_warnings():  # e.g. "warning: checkpoint ...: truncated or corrupted ...; using the previous ..."
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     main_rank = True
     try:
         if args.resume:

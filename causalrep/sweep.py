@@ -29,10 +29,12 @@ from tqdm.auto import tqdm
 
 from .build import build_dataset
 from .data.base import factor_mask
-from .errors import CausalrepError, SpecError
+from .errors import CausalrepError, SpecError, one_line_warnings
 from .experiment import Experiment
 from .heldout import SUBSET_KEYS, heldout_metrics
+from .report import write_json_atomic
 from .spec.load import _read_yaml, apply_override, deep_merge, dump_spec, load_spec, load_tree
+from .train.checkpoint import CHECKPOINT, has_checkpoint
 
 KEYS = ("name", "description", "specs", "base", "models", "seeds", "overrides", "grid", "stages", "heldout",
         "launcher", "nproc")
@@ -304,9 +306,11 @@ def check_heldout(sweep: Sweep, specs: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------------------- running
 def status(run: PlannedRun) -> str:
+    """done: metrics.json exists (written last, atomically, by the report); resume: a checkpoint exists (last.pt
+    or the previous one); new: neither (a run killed before its first checkpoint starts again)."""
     if (run.run_dir / "metrics.json").is_file():
         return "done"
-    if (run.run_dir / "checkpoints" / "last.pt").is_file():
+    if has_checkpoint(run.run_dir / CHECKPOINT):
         return "resume"
     return "new"
 
@@ -345,7 +349,7 @@ def add_heldout(run: PlannedRun, sweep: Sweep) -> None:
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metrics.update(heldout_metrics(run.run_dir, missing, device=device))
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_json_atomic(path, metrics)  # a sweep killed here keeps the run's metrics.json whole
 
 
 RESULT_FILES = ("spec.yaml", "metrics.json", "sweep.json")  # small, text: what a table and a rerun need
@@ -422,6 +426,11 @@ def main(argv=None) -> int:
     p.add_argument("--results", metavar="DIR", help="copy each finished run's spec.yaml, metrics.json and sweep.json "
                                                     "to DIR/<group>/s<seed>/ (e.g. results/<claim>, to commit)")
     args = p.parse_args(argv)
+    with one_line_warnings():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         sweep = load_sweep(args.sweep, out=args.out, overrides=tuple(args.overrides))
         if args.nproc is not None and args.nproc < 1:

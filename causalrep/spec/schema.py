@@ -471,7 +471,8 @@ class TrainSpec:
     loss: str = field("bce", help="reconstruction loss, summed over pixels", choices=("bce", "mse"))
     precision: str = field("auto", help="auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
     device: str = field("auto", help="auto: CUDA when present", choices=("auto", "cpu", "cuda"))
-    checkpoint_every: int = field(1000, range=STEPS, help="steps between checkpoints (atomic writes)")
+    checkpoint_every: int = field(1000, range=STEPS, help="steps between checkpoints (checkpoints/last.pt, written "
+                                                          "atomically; the one before it is kept as last.prev.pt)")
     log_every: int = field(50, range=STEPS, help="steps between logged training metrics")
     val_every: int = field(1000, range=STEPS, help="steps between validation passes")
     val_samples: int = field(512, range="[1, 1e8]", help="validation images scored every val_every steps (the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ..errors import CausalrepWarning, one_line
 from .aim import AimTracker
 from .base import JsonlTracker, MultiTracker, Tracker, read_jsonl
 
@@ -17,6 +18,6 @@ def make_tracker(kind: str, *, run_dir: str | Path, repo: str | Path, experiment
         try:
             trackers.append(AimTracker(repo=repo, experiment=experiment, run_name=run_name))
         except (ImportError, RuntimeError) as exc:
-            warnings.warn(f"Aim tracking is off for this run ({exc}); metrics still go to "
-                          f"{Path(run_dir) / 'metrics.jsonl'}", stacklevel=2)
+            warnings.warn(f"Aim tracking is off for this run ({one_line(exc, 300)}); metrics still go to "
+                          f"{Path(run_dir) / 'metrics.jsonl'}", CausalrepWarning, stacklevel=2)
     return MultiTracker(trackers)

@@ -28,6 +28,7 @@ class AimTracker:
             raise RuntimeError(f"aim is not installed; cannot track to Aim repo {repo}: {exc}") from exc
         self._aim = aim
         self.repo_path = Path(repo).expanduser().resolve()
+        self.run = None
         try:
             self.repo_path.mkdir(parents=True, exist_ok=True)
             # aim 3.x SDK: aim.Repo.from_path(path, init=True) creates <path>/.aim (idempotent).
@@ -39,7 +40,13 @@ class AimTracker:
                                system_tracking_interval=None, capture_terminal_logs=False)
             if run_name:
                 self.run.name = run_name  # Run.name property (structured db)
-        except Exception as exc:
+        except Exception as exc:  # a locked or read-only repo (aim's RunLockingError, PermissionError, sqlite's
+            # "database is locked"): the caller goes on with metrics.jsonl; a half-made run releases its lock
+            if self.run is not None:
+                try:
+                    self.run.close()
+                except Exception:
+                    pass
             raise RuntimeError(f"cannot open or create Aim repo at {self.repo_path}: "
                                f"{type(exc).__name__}: {exc}") from exc
         self.run_hash: str = self.run.hash

@@ -10,6 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torchvision.utils import save_image
 
+from ..errors import CausalrepWarning, one_line
+
 
 @runtime_checkable
 class Tracker(Protocol):
@@ -70,9 +72,16 @@ class MultiTracker:
             try:
                 getattr(tr, method)(*args, **kwargs)
             except Exception as exc:  # a tracking backend must never kill a training run
-                warnings.warn(f"tracker {type(tr).__name__} failed in {method} ({exc}); "
-                              "continuing without it, metrics still go to metrics.jsonl", stacklevel=2)
                 self.trackers.remove(tr)
+                still = "metrics still go to metrics.jsonl" if any(isinstance(t, JsonlTracker) for t in self.trackers) \
+                    else "its metrics from here on are lost"
+                warnings.warn(f"tracker {type(tr).__name__} failed in {method} ({type(exc).__name__}: "
+                              f"{one_line(exc, 300)}); continuing without it, {still}", CausalrepWarning, stacklevel=3)
+                if method != "close":
+                    try:  # release what it holds (an Aim run's lock and threads); it failed once already
+                        tr.close()
+                    except Exception:
+                        pass
 
     def log_params(self, params):
         self._call("log_params", params)

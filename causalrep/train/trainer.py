@@ -13,12 +13,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.base import GroundTruthDataset, Split
-from ..errors import SpecError, TrainingError
+from ..errors import CheckpointError, SpecError, TrainingError, one_line
 from ..metrics.reconstruction import batched_images
 from ..models.base import LatentModel
 from ..track.base import Tracker
 from . import distributed
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT, load_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state
 from .transfer import trainable_parameters
 
 
@@ -96,7 +96,9 @@ class Trainer:
         self.compile, self.ddp = compile, None  # DistributedDataParallel wraps the model when fit() starts
         self.dataset, self.split = dataset, split
         self.run_dir = Path(run_dir)
-        self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        self.ckpt_path = self.run_dir / CHECKPOINT
+        self._last_ckpt: tuple[int, Path] | None = None  # (step, file) of the last good checkpoint, for errors
+        self._keep_previous = True  # False once after resuming past a damaged last.pt: it is not kept as previous
         self.tracker = tracker
         self.steps, self.batch_size = steps, batch_size
         self.checkpoint_every, self.log_every, self.val_every = checkpoint_every, log_every, val_every
@@ -195,21 +197,39 @@ class Trainer:
         return extras
 
     def checkpoint(self) -> None:
-        """Rank 0 writes checkpoints/last.pt (the unwrapped model: loadable with or without DDP)."""
-        if self.rank != 0:
-            return
-        save_checkpoint(self.ckpt_path, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                                         "aux_optimizers": {k: o.state_dict() for k, o in self.aux_optimizers.items()},
-                                         "step": self.step, "rng": rng_state(self.data_gen)})
+        """Rank 0 writes checkpoints/last.pt (the unwrapped model: loadable with or without DDP), keeping the one
+        before it as checkpoints/last.prev.pt; a failed write (no space left) stops training, both files intact."""
+        if self.rank == 0:
+            payload = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                       "aux_optimizers": {k: o.state_dict() for k, o in self.aux_optimizers.items()},
+                       "step": self.step, "rng": rng_state(self.data_gen)}
+            try:
+                save_checkpoint(self.ckpt_path, payload, keep_previous=self._keep_previous)
+            except CheckpointError as exc:
+                raise CheckpointError(exc.path, f"{exc.message}; training stopped at step {self.step}") from exc
+            self._keep_previous = True
+        self._last_ckpt = (self.step, self.ckpt_path)
 
     def resume(self, path: str | Path | None = None) -> None:
-        ckpt = load_checkpoint(path or self.ckpt_path, map_location=self.device)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        for k, o in self.aux_optimizers.items():
-            o.load_state_dict(ckpt["aux_optimizers"][k])
-        set_rng_state(ckpt["rng"], self.data_gen)
-        self.step = int(ckpt["step"])
+        """Continue from `path`, or from checkpoints/last.pt, falling back (with a warning naming the file) to
+        last.prev.pt when last.pt is truncated or corrupted."""
+        if path is None:
+            ckpt, path = load_latest(self.ckpt_path, map_location=self.device, warn=self.rank == 0)
+            self._keep_previous = path == self.ckpt_path  # a damaged last.pt is overwritten, never kept as previous
+        else:
+            ckpt = load_checkpoint(path, map_location=self.device)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            for k, o in self.aux_optimizers.items():
+                o.load_state_dict(ckpt["aux_optimizers"][k])
+            set_rng_state(ckpt["rng"], self.data_gen)
+            self.step = int(ckpt["step"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:  # another model's, or an incomplete one
+            what = f"no {exc.args[0]!r} entry" if isinstance(exc, KeyError) else \
+                f"{type(exc).__name__}: {' '.join(str(exc).split())}"  # load_state_dict's report, on one line
+            raise CheckpointError(path, f"cannot resume this run from it ({one_line(what, 300)})") from None
+        self._last_ckpt = (self.step, Path(path))
         if self.world > 1:  # every rank loaded rank 0's model-noise state; give each its own stream again
             self._split_torch_rng()
 
@@ -247,12 +267,23 @@ class Trainer:
         self.model.train()
         return total / max(len(self.val_index), 1)
 
-    def _fail(self, terms: dict[str, torch.Tensor], bad_step: torch.Tensor) -> None:
-        names = [k for k, v in terms.items() if not math.isfinite(float(v))]
-        kept = f"the last good checkpoint (step {self._last_ckpt}) is kept in {self.ckpt_path}" \
+    def _fail(self, keys: list[str], values: torch.Tensor, local_bad: torch.Tensor, bad_step: torch.Tensor) -> None:
+        """TrainingError naming the first step whose loss was not finite and the terms that were not, e.g.
+        "step 7: loss term 'kl' is nan". values: (T,) the terms `keys` at this process's first bad step
+        local_bad; distributed, the ranks pool what they saw at the global first bad step bad_step."""
+        inf = float("inf")
+        codes = torch.where(values.isnan(), 1, torch.where(values == inf, 2, torch.where(values == -inf, 3, 0)))
+        codes = torch.where(local_bad == bad_step, codes, 0)  # (T,) 0 finite (or unknown), 1 nan, 2 inf, 3 -inf
+        if self.world > 1:  # every rank is here at the same check (bad_step is global)
+            codes = distributed.all_reduce_(codes, "max")
+        words = {1: "nan", 2: "inf", 3: "-inf"}
+        bad = [(k, words[c]) for k, c in zip(keys, codes.tolist()) if c]
+        bad = [(k, w) for k, w in bad if k != "loss"] or bad  # the total is named only when no term explains it
+        what = ", ".join(f"the loss is {w}" if k == "loss" else f"loss term {k!r} is {w}" for k, w in bad) \
+            or "the loss is not finite"
+        kept = f"the last good checkpoint (step {self._last_ckpt[0]}) is kept in {self._last_ckpt[1]}" \
             if self._last_ckpt is not None else "no checkpoint had been written yet"
-        raise TrainingError(f"non-finite loss at step {int(bad_step)} (terms: {', '.join(names) or 'loss'}); "
-                            f"training stopped; {kept}")
+        raise TrainingError(f"step {int(bad_step)}: {what}; training stopped (non-finite loss), {kept}")
 
     def train_step(self, x: torch.Tensor):
         """One optimiser step on batch x; returns the model's ModelOutput (no host sync)."""
@@ -282,7 +313,6 @@ class Trainer:
         model = self.model
         model.train()
         self.stopped: str | None = None  # the model's reason when it stopped training early (should_stop)
-        self._last_ckpt = self.step if self.ckpt_path.is_file() else None
         model.on_fit_start(self)  # fresh or resumed, e.g. the ICM win-matrix probe
         if self.step == 0:
             model.before_fit(self)  # e.g. the ICM experts' approximate-identity initialisation (004 sec 3)
@@ -291,6 +321,8 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         count = 0
         first_bad = torch.tensor(-1, device=self.device)  # device-side: no host sync per step
+        bad_keys: list[str] | None = None  # the terms' names, and their values at the first bad step
+        bad_values = torch.zeros(0, device=self.device)
         last: dict[str, float] = {}
         bar = tqdm(total=self.steps, initial=self.step, desc="train", disable=not (self.progress and main),
                    dynamic_ncols=True, mininterval=2.0)
@@ -301,7 +333,14 @@ class Trainer:
             self.step += 1
             model.after_step(self)  # e.g. the ICM committee reviving inactive experts
             finite = torch.isfinite(out.loss.detach())
-            first_bad = torch.where((first_bad < 0) & ~finite, self.step, first_bad)  # scalar: no per-step copy
+            for v in out.get("aux", {}).values():  # an aux loss (a discriminator's) trains parameters too
+                finite = finite & torch.isfinite(v.detach())
+            newly_bad = (first_bad < 0) & ~finite
+            first_bad = torch.where(newly_bad, self.step, first_bad)  # scalar: no per-step copy
+            if list(terms) != bad_keys:  # the first step (a model whose terms change loses what was kept)
+                bad_keys, bad_values = list(terms), torch.zeros(len(terms), device=self.device)
+            if terms:  # the terms of the first bad step are kept on the device, to be named if training stops
+                bad_values = torch.where(newly_bad, torch.stack(list(terms.values())), bad_values)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
@@ -309,11 +348,12 @@ class Trainer:
             due_ckpt = self.step % self.checkpoint_every == 0 or self.step == self.steps
             due_val = self.step % self.val_every == 0 or self.step == self.steps
             if due_log or due_ckpt or due_val:
+                local_bad = first_bad
                 if self.world > 1:  # every rank stops if any rank saw a non-finite loss (no rank left waiting)
                     first_bad = distributed.all_reduce_(torch.where(first_bad < 0, self.steps + 1, first_bad), "min")
                     first_bad = torch.where(first_bad > self.steps, -1, first_bad)
                 if int(first_bad) >= 0:  # checked before anything is logged or saved
-                    self._fail(terms, first_bad)
+                    self._fail(bad_keys or [], bad_values, local_bad, first_bad)
                 last = {k: float(v) / count for k, v in self._global_mean(sums).items()}
                 if main:
                     for k, v in last.items():
@@ -333,7 +373,6 @@ class Trainer:
                 stop = stop or ("stopped by rank 0" if int(flag) else None)
             if due_ckpt or stop:
                 self.checkpoint()
-                self._last_ckpt = self.step
             bar.update(1)
             if stop:
                 self.stopped = stop

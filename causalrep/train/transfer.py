@@ -12,17 +12,18 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
-from .checkpoint import load_checkpoint
+from .checkpoint import CHECKPOINT, has_checkpoint, load_latest
 
 TRAINABLE = ("all", "encoder", "decoder")
 
 
 def checkpoint_path(init_from: str | Path) -> Path:
-    """A run folder (its checkpoints/last.pt) or a checkpoint file; SpecError naming train.init_from if absent."""
+    """A run folder (its checkpoints/last.pt) or a checkpoint file; SpecError naming train.init_from if absent
+    (present: the file, or the previous checkpoint save_checkpoint kept beside it)."""
     path = Path(init_from).expanduser()
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
+        path = path / CHECKPOINT
+    if not has_checkpoint(path):
         raise SpecError("train.init_from", f"no checkpoint at {path} (give a run folder holding "
                                            "checkpoints/last.pt, or a checkpoint file)")
     return path
@@ -35,7 +36,8 @@ def load_initial_weights(model: nn.Module, init_from: str | Path) -> Path:
     first differences (e.g. a different data.resolution or model size than the source run's).
     """
     path = checkpoint_path(init_from)
-    state = load_checkpoint(path, map_location="cpu")["model"]
+    ckpt, path = load_latest(path, map_location="cpu")  # a damaged file: its previous checkpoint, with a warning
+    state = ckpt["model"]
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -67,7 +67,7 @@ def test_non_finite_loss_stops_naming_step_and_keeps_checkpoint(tmp_path, monkey
     with pytest.raises(TrainingError) as info:
         exp.run()
     msg = str(info.value)
-    assert "non-finite loss at step 5" in msg and "kl" in msg and "step 4" in msg
+    assert msg.startswith("step 5: loss term 'kl' is nan;") and "checkpoint (step 4)" in msg
     ckpt = load_checkpoint(exp.run_dir / "checkpoints" / "last.pt")
     assert ckpt["step"] == 4  # the last good checkpoint survives
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
