@@ -18,7 +18,7 @@ from .report import read_baseline, write_report
 from .spec import dump_spec, load_spec, to_dict
 from .spec.schema import Spec
 from .track import make_tracker
-from .train import CHECKPOINT, Trainer, distributed, has_checkpoint, load_latest
+from .train import CHECKPOINT, Trainer, distributed, has_checkpoint
 from .train.transfer import load_initial_weights
 
 
