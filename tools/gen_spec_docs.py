@@ -466,6 +466,9 @@ class Doc:
             if any(m in (int, float) for m in members):  # a number itself (or, in a union, a list of names)
                 return text if str not in _leaf_types(tp) else f"{text} (as a number)"
             return f"each number {text}" if str in _leaf_types(tp) else f"each {text}"
+        pattern = f.metadata.get("pattern")
+        if pattern is not None:  # a string key's declared form (schema.py `pattern=`)
+            return pattern.phrase
         choices = f.metadata.get("choices")
         if choices is not None:
             values = ", ".join(_code(_yaml_inline(c)) for c in choices)

@@ -92,14 +92,40 @@ def _range_validator(rng: Range):
     return validate
 
 
-def spec_field(default: Any = attrs.NOTHING, *, help: str, choices: tuple | None = None, range: str | None = None):
+class Pattern:
+    """A string key's valid form: a regular expression the whole string must match (re.fullmatch), and the
+    words an error and docs/spec.md use for it."""
+
+    def __init__(self, regex: str, phrase: str):
+        self.regex, self.phrase, self._re = regex, phrase, re.compile(regex)
+
+    def check(self, value: Any, path: str) -> None:
+        if isinstance(value, str) and not self._re.fullmatch(value):
+            raise SpecError(path, f"expected {self.phrase}, got {describe(value)}")
+
+
+def _pattern_validator(pattern: Pattern):
+    def validate(instance, attribute, value):  # as _range_validator, for directly constructed spec classes
+        try:
+            pattern.check(value, attribute.name)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+
+    return validate
+
+
+def spec_field(default: Any = attrs.NOTHING, *, help: str, choices: tuple | None = None, range: str | None = None,
+               pattern: Pattern | None = None):
     """An attrs field carrying its documentation (`help`), allowed values (`choices`) and, for a numeric key,
-    its valid range (`range`, an interval such as "> 0" or "[0, 1]"; see Range)."""
+    its valid range (`range`, an interval such as "> 0" or "[0, 1]"; see Range), or for a string key its
+    valid form (`pattern`)."""
     if isinstance(default, (list, dict)):
         raise TypeError("use a tuple (or attrs.Factory) for a mutable default")
     rng = Range.parse(range) if range is not None else None
-    return attrs.field(default=default, metadata={"help": help, "choices": choices, "range": rng},
-                       validator=_range_validator(rng) if rng is not None else None)
+    validators = [v for v in (_range_validator(rng) if rng is not None else None,
+                              _pattern_validator(pattern) if pattern is not None else None) if v is not None]
+    return attrs.field(default=default, metadata={"help": help, "choices": choices, "range": rng, "pattern": pattern},
+                       validator=validators or None)
 
 
 class Kinded:
@@ -260,6 +286,9 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         rng = fields[key].metadata.get("range")
         if rng is not None:
             rng.check(val, kp)
+        pattern = fields[key].metadata.get("pattern")
+        if pattern is not None:
+            pattern.check(val, kp)
         kwargs[key] = val
     for name, f in fields.items():
         if name not in kwargs and f.default is attrs.NOTHING:

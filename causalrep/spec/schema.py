@@ -3,7 +3,12 @@ from __future__ import annotations
 
 import attrs
 
-from .convert import Kinded, kinded_base, register_kind, spec_field as field
+from .convert import Kinded, Pattern, kinded_base, register_kind, spec_field as field
+
+# a name that becomes one folder on any file system: no separators, no leading dot or dash, at most 200 characters
+FOLDER_NAME = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}",
+                      "a folder name: letters, digits, '_', '.', '+', '-', starting with a letter or digit, "
+                      "at most 200 characters")
 
 frozen = attrs.frozen(kw_only=True)
 
@@ -523,7 +528,7 @@ class TrackSpec:
 class Spec:
     """One experiment: data, latent graph, model, training, evaluation, tracking."""
 
-    name: str = field(help="experiment name (run folders go to OUT/NAME/RUN_ID)")
+    name: str = field(help="experiment name (run folders go to OUT/NAME/RUN_ID)", pattern=FOLDER_NAME)
     seed: int = field(0, range=SEED, help="seed for the split, initialisation and batches")
     data: DataSpec = field(help="the dataset")
     graph: GraphSpec | None = field(None, help="the latent SCM; default: independent dims (chain over "

@@ -192,6 +192,8 @@ def value_strategy(tp: Any, f: attrs.Attribute | None = None, depth: int = 0) ->
             options.append(st.booleans())
         elif m in (int, float):
             options.append(number_strategy(m, rng))
+        elif m is str and meta.get("pattern") is not None:  # a string key with a declared form (e.g. name)
+            options.append(st.from_regex(meta["pattern"].regex, fullmatch=True))
         elif m is str:
             options.append(st.sampled_from(choices) if choices else ODD_TEXT)
         else:

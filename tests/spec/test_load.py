@@ -65,6 +65,10 @@ def test_dump_and_reload_is_identity(tmp_path):
     (["data.split=[0.5, 0.5, 0.5]"], "data.split", "summing to 1"),
     (["train.lr=fast"], "train.lr", "expected float, got 'fast'"),
     (["data.resolution=4"], "data.resolution", "expected an int in [8, 512], got 4"),
+    (["name=../up"], "name", "expected a folder name"),  # run folders are OUT/NAME/...: never outside OUT
+    (["name=a/b"], "name", "expected a folder name"),
+    (["name=.hidden"], "name", "expected a folder name"),
+    ([f"name={'x' * 201}"], "name", "at most 200 characters"),
     (["data.resolution=30"], "model.encoder.blocks", "6 blocks pool/upsample 2 times, which does not divide"),
 ])
 def test_errors_name_the_key_path(tmp_path, override, path, words):
