@@ -11,7 +11,7 @@ from causalrep.build import build_dataset, build_model
 from causalrep.data.base import Split
 from causalrep.generate import (dependent_groups, hybrid_latents, mutual_information, prior_latents, sample_images,
                                 sample_latents, structured_hybrid_latents, traversal_grid)
-from causalrep.metrics.fid import WEIGHTS_ENV, sample_fids
+from causalrep.metrics.fid import WEIGHTS_ENV, fid_score, sample_fids
 from causalrep.metrics.registry import METRICS
 
 from conftest import tiny_spec
@@ -130,12 +130,28 @@ def test_mutual_information_golden():
 
 
 # -- determinism, shapes, images ---------------------------------------------------------------------------------
+def expected_latents(method: str, n: int, seed: int) -> torch.Tensor:
+    """sae2's latents for `method` rebuilt by hand from the documented draws on gen(seed), bank row j being
+    (j, -j | 1000 + j, -(1000 + j)): prior N(0, I) (one randn); hybrid (001 sec 2.3) one stored-row index
+    j ~ U{0..63} per node in graph order, u1's dims from row j1, u2's from row j2; structured (000 sec 4)
+    one index for the detected group {u1, u2}, i.e. a whole stored row."""
+    g = gen(seed)
+    if method == "prior":
+        return torch.randn(n, 4, generator=g)
+    j1 = torch.randint(0, 64, (n,), generator=g).float()
+    j2 = torch.randint(0, 64, (n,), generator=g).float() if method == "hybrid" else j1
+    return torch.stack([j1, -j1, 1000 + j2, -(1000 + j2)], 1)
+
+
 @pytest.mark.parametrize("method", ["prior", "hybrid", "structured"])
 def test_latents_are_deterministic_under_a_seeded_generator(sae2, method):
     a = sample_latents(sae2, 50, method, gen(7))
-    assert a.shape == (50, 4)
-    assert torch.equal(a, sample_latents(sae2, 50, method, gen(7)))
-    assert not torch.equal(a, sample_latents(sae2, 50, method, gen(8)))
+    assert torch.equal(a, expected_latents(method, 50, 7))
+    assert torch.equal(sample_latents(sae2, 50, method, gen(8)), expected_latents(method, 50, 8))
+    if method != "prior":  # every coordinate is a stored value, and (hybrid) nodes come from different rows
+        r1, r2 = rows_of(a, sae2.latent_bank, slice(0, 2)), rows_of(a, sae2.latent_bank, slice(2, 4))
+        assert (r1 >= 0).all() and (r2 >= 0).all()
+        assert torch.equal(r1 == r2, torch.ones(50, dtype=torch.bool)) == (method == "structured")
 
 
 def test_prior_latents_are_standard_normal(sae2):
@@ -145,26 +161,41 @@ def test_prior_latents_are_standard_normal(sae2):
 
 def test_ladder_vae_prior_samples_come_from_its_hierarchical_prior():
     """Prior sampling and prior FID (sample_latents / sample_images / sample_fids) draw the Ladder VAE's own
-    prior: z_L ~ N(0, I), z_i ~ N(mu_p(h_{i+1}), sigma_p^2) (003). With the lower layers' prior heads set by
-    hand to mu_p = 3 and sigma_p^2 = softplus(0) + floor = log 2 + floor, those dims have that mean and std,
-    where N(0, I) would give 0 and 1."""
+    prior: z_L ~ N(0, I), z_i ~ N(mu_p(h_{i+1}), sigma_p^2) (003). With each lower layer's prior head set by
+    hand to constants, mu_p = bias[:d] and sigma_p^2 = softplus(bias[d:]) + VAR_FLOOR, layer i's dims are
+    N(mu_i, sigma_i^2) with mu_i, sigma_i known in closed form, where N(0, I) would give 0 and 1.
+    Tolerances are 5 standard errors of n samples: sigma / sqrt(n) for a mean, sigma / sqrt(2 (n - 1)) for a
+    standard deviation (normal data), and 1 / sqrt(n) for a correlation."""
     from causalrep.models.laddervae import VAR_FLOOR
 
     model = build_model(tiny_spec("laddervae", 6))
-    top = model.layer_dims[-1]
+    assert model.layer_dims == (2, 2, 2)
+    mus, pres = [3.0, -1.5], [0.0, 2.0]  # layer 1 and layer 2 (the top layer 3 has the N(0, I) prior)
     with torch.no_grad():
-        for head in model.p_heads:
+        for head, mu, pre in zip(model.p_heads, mus, pres):
             head.weight.zero_()
             d = head.out_features // 2
-            head.bias[:d] = 3.0   # mu_p
-            head.bias[d:] = 0.0   # sigma_p^2 = softplus(0) + VAR_FLOOR
-    u = sample_latents(model, 20000, "prior", gen(3))
-    lower, upper = u[:, :-top], u[:, -top:]
-    assert lower.shape[1] == sum(model.layer_dims[:-1]) > 0
-    assert torch.allclose(lower.mean(0), torch.full((lower.shape[1],), 3.0), atol=0.03)
-    assert torch.allclose(lower.std(0), torch.full((lower.shape[1],), math.sqrt(math.log(2) + VAR_FLOOR)), atol=0.02)
-    assert torch.allclose(upper.mean(0), torch.zeros(top), atol=0.03)
-    assert torch.allclose(upper.std(0), torch.ones(top), atol=0.03)
+            head.bias[:d] = mu
+            head.bias[d:] = pre
+    n = 20000
+    u = sample_latents(model, n, "prior", gen(3))
+    assert u.shape == (n, 6)
+    # (mean, std) per layer: layer i from its head, the top layer standard normal
+    sigma = [math.sqrt(math.log1p(math.exp(pre)) + VAR_FLOOR) for pre in pres] + [1.0]  # 0.833, 1.458, 1
+    mean = mus + [0.0]
+    for i, sl in enumerate([slice(0, 2), slice(2, 4), slice(4, 6)]):
+        m, sd = u[:, sl].double().mean(0), u[:, sl].double().std(0)
+        assert torch.all((m - mean[i]).abs() < 5 * sigma[i] / math.sqrt(n)), (i, m)
+        assert torch.all((sd - sigma[i]).abs() < 5 * sigma[i] / math.sqrt(2 * (n - 1))), (i, sd)
+    # the heads ignore h, so the layers' draws are independent: every cross-layer correlation is ~0
+    c = torch.corrcoef(u.double().T)
+    off = ~torch.block_diag(*[torch.ones(2, 2, dtype=torch.bool)] * 3)
+    assert c[off].abs().max() < 5 / math.sqrt(n)
+    # each sample is exactly the affine map of the standard normal draws N(0, I) would return
+    eps = prior_latents(build_model(tiny_spec("vae", 6)), n, gen(3))
+    expected = eps * torch.tensor(sigma[0:1] * 2 + sigma[1:2] * 2 + [1.0, 1.0]) + torch.tensor(
+        [3.0, 3.0, -1.5, -1.5, 0.0, 0.0])
+    assert torch.allclose(u, expected, atol=1e-5)
     assert torch.equal(prior_latents(model, 50, gen(1)), model.sample_latents(50, "prior", gen(1)))
 
 
@@ -176,12 +207,36 @@ def test_sample_images_shapes_and_batching(sae2, method):
     b = sample_images(sae2, 10, method, gen(1), batch_size=10)
     assert torch.allclose(a, b, atol=1e-6)  # latents are drawn before batching
     assert sae2.training  # the decoder ran in eval mode and the mode was restored
+    with torch.no_grad():  # the images are the eval-mode decoder's images of the hand-rebuilt latents
+        decoded = sae2.eval().decode(expected_latents(method, 10, 1))
+    sae2.train()
+    assert torch.allclose(a, decoded, atol=1e-6)
 
 
 def test_traversal_grid(sae2):
-    x = torch.rand(2, 1, 16, 16)
+    x = torch.rand(2, 1, 16, 16, generator=gen(4))
+    j = torch.arange(64.0)
+    sae2.store_latents(torch.stack([j, -j, j, -j], 1) / 63)  # values in [-1, 1]: the decoder is not saturated
+    sae2.eval()
     grid = traversal_grid(sae2, x, "u2", steps=3)
     assert grid.shape == (3, 2 * 18 + 2, 3 * 18 + 2)  # 2 rows x 3 columns of 16 px, padding 2
+    # u2's range is its stored values' 5-95% quantiles: u2's first dim holds j / 63, j = 0..63, whose
+    # q-quantile (linear interpolation between order statistics) is 63 q / 63 = q: 0.05 and 0.95; its second
+    # dim holds the negatives. 3 steps sweep low, middle, high, so column k shows do(u2 := v_k) on x's latents
+    values = [(0.05, -0.95), (0.5, -0.5), (0.95, -0.05)]
+    with torch.no_grad():
+        u = sae2.encode(x)
+        for k, v in enumerate(values):
+            tiles = sae2.decode(sae2.intervene(u, {"u2": torch.tensor(v)}))  # (2, 1, 16, 16)
+            for r in range(2):
+                tile = grid[:, 2 + 18 * r: 18 + 18 * r, 2 + 18 * k: 18 + 18 * k]
+                assert torch.allclose(tile, tiles[r].expand(3, -1, -1), atol=1e-5), (r, k)
+    border = torch.ones(grid.shape[1:], dtype=torch.bool)
+    for r in range(2):
+        for k in range(3):
+            border[2 + 18 * r: 18 + 18 * r, 2 + 18 * k: 18 + 18 * k] = False
+    assert torch.all(grid[:, border] == 0.5)  # make_grid's pad_value
+    sae2.train()
     with pytest.raises(KeyError, match="u1, u2"):
         traversal_grid(sae2, x, "u9")
 
@@ -208,7 +263,20 @@ def test_sample_fids_keys_and_values(monkeypatch, data):
     assert set(out) == {"fid_recon_random_conv", "fid_hybrid_random_conv", "fid_structured_random_conv",
                         "fid_prior_random_conv", "fid_features"}
     assert out["fid_features"] == "random_conv"
-    assert all(np.isfinite(v) and v >= 0 for k, v in out.items() if k != "fid_features")
+    # each value is the FID (fid_score, the Frechet distance of the feature Gaussians) of the 16 held-out TEST
+    # images against: their reconstructions, or 16 samples of that method from its own generator seeded 0
+    vae.eval()
+    real = dataset.images_at(split.test[:16])
+    with torch.no_grad():
+        others = {"recon": vae.reconstruct(real)}
+        others.update({m: sample_images(vae, 16, m, gen(0)) for m in ("hybrid", "structured", "prior")})
+    vae.train()
+    for name, images in others.items():
+        ref = fid_score(real, images, features="random_conv")["fid"]
+        assert out[f"fid_{name}_random_conv"] == pytest.approx(ref, rel=1e-5, abs=1e-6), name
+    # the Frechet distance of a set to itself is 0 (identical means and covariances); to another set, > 0
+    assert fid_score(real, real, features="random_conv")["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert all(out[f"fid_{m}_random_conv"] > 0 for m in others)
     again = sample_fids(vae, dataset, split, 16, methods=("hybrid",), batch_size=8)
     assert again["fid_hybrid_random_conv"] == pytest.approx(out["fid_hybrid_random_conv"], rel=1e-6)
 

@@ -176,16 +176,63 @@ def test_builder_errors_name_the_key_path():
         build_model(spec(["graph={kind: dag, nodes: [a, b], edges: [[a, b]]}"]))
 
 
+def rgb255(img: torch.Tensor, x: int, y: int) -> tuple[int, ...]:
+    """The (R, G, B) in 0..255 of pixel column x, row y of a (3, H, W) image in [0, 1]."""
+    return tuple(int(round(255 * float(c))) for c in img[:, y, x])
+
+
 def test_pictures_are_images():
+    from scipy import ndimage
+
+    from causalrep.graph.draw import CELL, LABEL_W
+
     model = pendulum_model()
-    heat = adjacency_heatmap(model.A.detach(), PENDULUM_NODES, 0.3)
-    assert heat.shape[0] == 3 and heat.min() >= 0 and heat.max() <= 1
+    a = model.A.detach()
+    # pendulum_model's hand-set weights: 0.9 on the four true edges (angles -> shadow), 0 elsewhere
+    assert torch.equal(a != 0, torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]]).bool())
+    heat = adjacency_heatmap(a, PENDULUM_NODES, 0.3)
+    top = 24  # title row above the cells
+    assert heat.shape == (3, top + 4 * CELL + 24, LABEL_W + 4 * CELL + 8)
+    # documented colour map: intensity |A_ij| / max|A|, blue for positive: c = int(255 * (1 - |w|)) -> (c, c, 255);
+    # an edge weight 0.9 = max|A| is pure blue (0, 0, 255), an absent edge white; frame black iff |A_ij| > 0.3
+    for i in range(4):
+        for j in range(4):
+            x0, y0 = LABEL_W + j * CELL, top + i * CELL
+            edge = bool(a[i, j] != 0)
+            assert rgb255(heat, x0 + CELL - 10, y0 + 8) == ((0, 0, 255) if edge else (255, 255, 255)), (i, j)
+            assert rgb255(heat, x0, y0 + CELL // 2) == ((0, 0, 0) if edge else (200, 200, 200)), (i, j)
+    # a negative weight at half the maximum: red (255, c, c) with c = int(255 * 0.5) = 127
+    half = adjacency_heatmap(torch.tensor([[0.0, -0.45], [0.9, 0.0]]), ["a", "b"])
+    assert rgb255(half, LABEL_W + CELL + CELL - 10, top + 8) == (255, 127, 127)
+    assert rgb255(half, LABEL_W + CELL - 10, top + CELL + 8) == (0, 0, 255)
+
     g = draw_graph(model.learned_graph())
     assert g.shape == (3, 360, 360)
-    # the drawing has ink: four arrows and four nodes on a white canvas
-    assert (g < 0.5).float().mean() > 0.005
+    # node discs are filled (210, 225, 255): one connected region per node, centred on networkx's circular
+    # layout for 4 nodes, (cos, sin) of 0, 90, 180, 270 degrees, mapped to pixels margin 70 + (p + 1) / 2 * 220
+    disc = (g.mul(255).round().permute(1, 2, 0) == torch.tensor([210.0, 225.0, 255.0])).all(-1).numpy()
+    labels, count = ndimage.label(disc)
+    # a disc (radius 22 less its 2 px outline: about pi * 20^2 = 1257 px) vs the few-pixel counters of a digit
+    # glyph (the "4"'s triangle) drawn on it
+    big = [k for k in range(1, count + 1) if (labels == k).sum() > 500]
+    assert len(big) == 4
+    centres = sorted((round(cx), round(cy)) for cy, cx in ndimage.center_of_mass(disc, labels, big))
+    expected = sorted([(290, 180), (180, 70), (70, 180), (180, 290)])
+    assert all(abs(c[0] - e[0]) <= 1 and abs(c[1] - e[1]) <= 1 for c, e in zip(centres, expected)), centres
+    # arrows are 2 px black lines between the discs: the midpoint of each of the 4 node pairs is black ink
+    # exactly where the pair is an edge of the learned graph (either direction), white canvas otherwise
+    xy = dict(zip(model.nodes, [(290, 180), (180, 70), (70, 180), (180, 290)]))
+    edges = {frozenset(e) for e in model.learned_graph().edges}
+    assert len(edges) == 4
+    for u, v in [(0, 2), (0, 3), (1, 2), (1, 3), (0, 1), (2, 3)]:
+        (x0, y0), (x1, y1) = xy[model.nodes[u]], xy[model.nodes[v]]
+        ink = frozenset((model.nodes[u], model.nodes[v])) in edges
+        assert rgb255(g, (x0 + x1) // 2, (y0 + y1) // 2) == ((0, 0, 0) if ink else (255, 255, 255)), (u, v)
+
     images = model.report_images(torch.rand(2, 3, 32, 32))
     assert set(images) == {"adjacency", "learned_graph"}
+    assert torch.equal(images["learned_graph"], g)
+    assert torch.equal(images["adjacency"], adjacency_heatmap(a, PENDULUM_NODES, model.adjacency.threshold))
 
 
 @pytest.mark.parametrize("graph_from, image_terms_move_a", [("joint", True), ("labels", False)])

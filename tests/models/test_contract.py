@@ -100,9 +100,20 @@ def test_do_sets_the_node_and_only_the_node(built):
     mask = torch.ones(model.latent_dim, dtype=torch.bool)
     mask[sl] = False
     assert torch.equal(v[:, mask], u[:, mask])
+    model.eval()  # encode() is the posterior mean, so abduction is deterministic
     x = batch(spec)
-    assert model.counterfactual(x, {node: 0.5}).shape == x.shape
-    assert model.traverse(x[:2], node, 3).shape == (2, 3, *x.shape[1:])
+    with torch.no_grad():
+        u_x = model.encode(x)
+        # abduction, action, prediction (001 sec 2.3): decode(encode(x) with the node's slice := 0.5)
+        assert torch.equal(model.counterfactual(x, {node: 0.5}), model.decode(model.intervene(u_x, {node: 0.5})))
+        # do(node := the value x already has) changes nothing: the counterfactual is x's reconstruction
+        assert torch.allclose(model.counterfactual(x, {node: u_x[:, sl]}), model.reconstruct(x), atol=1e-6)
+        # before any latents are stored node_range is the N(0, 1) prior's bulk (-2, 2), so 3 traversal
+        # steps set the node to -2, 0, 2 (linspace): column k is the counterfactual do(node := that value)
+        t = model.traverse(x[:2], node, 3)
+        assert not bool(model.latent_bank_filled) and t.shape == (2, 3, *x.shape[1:])
+        for k, value in enumerate([-2.0, 0.0, 2.0]):
+            assert torch.allclose(t[:, k], model.counterfactual(x[:2], {node: value}), atol=1e-6)
 
 
 def test_do_errors_name_node_and_shapes(built):

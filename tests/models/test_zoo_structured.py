@@ -1,6 +1,8 @@
 """AdaAE, VLAE and ASAE: where the latents enter the decoder, the attention maps, spec errors, sizes."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -185,5 +187,36 @@ def test_asae_run_report_draws_the_attention_maps(tmp_path):
     data["model"]["decoder"] = {"kind": "structural", "blocks": 3, "channels": 8, "groups": 4, "mechanism_hidden": [8]}
     exp = Experiment(load_spec(data=data), out=tmp_path, progress=False)
     exp.run()
-    assert (exp.run_dir / "attention.png").is_file()
     assert "![attention](attention.png)" in (exp.run_dir / "report.md").read_text()
+    import numpy as np
+    from PIL import Image
+
+    from causalrep.models.asae import attention_grid
+
+    with Image.open(exp.run_dir / "attention.png") as img:
+        png = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).float()  # (3, H, W), 0..255
+    # write_report draws the first n_images = 8 validation images: 8 rows of 1 + heads = 3 tiles, 16 px + 2 pad
+    x = exp.dataset.images_at(exp.split.val[:8])
+    assert x.shape[0] == 8 and png.shape == (3, 8 * 18 + 2, 3 * 18 + 2)
+
+    def tile(r: int, c: int) -> torch.Tensor:
+        return png[:, 2 + 18 * r: 18 + 18 * r, 2 + 18 * c: 18 + 18 * c]
+
+    q = lambda t: t.mul(255).add(0.5).clamp(0, 255).floor()  # save_image's 8-bit quantisation
+    maps = exp.model.eval().attention_maps(x)  # (8, 2, gh, gw)
+    assert torch.allclose(maps.flatten(2).sum(-1), torch.ones(8, 2), atol=1e-5)  # each map sums to 1
+    for r in range(8):
+        assert torch.equal(tile(r, 0), q(x[r]).expand(3, -1, -1))  # column 1: the validation image itself
+        for h in range(2):
+            t = tile(r, 1 + h)
+            # 000 Fig. 7's colouring: this image's map in red, the batch mean in green, each scaled to its
+            # maximum (so each reaches 255 somewhere), nothing in blue; the green is the same on every row
+            assert t[0].max() == 255 and t[1].max() == 255 and t[2].max() == 0
+            assert torch.equal(t[1], tile(0, 1 + h)[1])
+            # and the red is full where this image's map peaks: the argmax patch (i, j) of the gh x gw grid,
+            # which nearest upsampling to 16 px (source = floor(y * gh / 16)) shows at y = ceil(16 i / gh)
+            gh, gw = maps.shape[-2:]
+            i, j = divmod(int(maps[r, h].argmax()), gw)
+            assert t[0, math.ceil(16 * i / gh), math.ceil(16 * j / gw)] == 255
+    # the whole picture is the final model's attention_grid of those images, bit for bit after quantisation
+    assert torch.equal(png, q(attention_grid(exp.model, x)))
