@@ -233,6 +233,11 @@ class CausalVAE(LatentModel):
         instead of 1.5; docs/interventions.md.)"""
         z, zt = self.scm(self._eps(u))
         graph = self.learned_graph()
+        if not nx.is_directed_acyclic_graph(graph):  # no order to recompute descendants in (e.g. 003's fixed
+            cycle = " -> ".join([a for a, _ in nx.find_cycle(graph)] + [nx.find_cycle(graph)[0][0]])  # alpha H(A))
+            raise ValueError(f"do(): the learned graph (|A_ij| > {self.adjacency.threshold}) has a cycle, {cycle}; "
+                             f"value-level do() needs a DAG (train longer, or a larger graph.dag_weight / the "
+                             f"augmented_lagrangian dag_schedule)")
         zp = z.clone()
         changed: set[str] = set()
         for node, value in values.items():

@@ -275,3 +275,18 @@ def test_label_loss_forms_match_003_eq_38_by_hand(form):
     lin = torch.tensor([[0.0, 0.0, 1.0, 0.0]])  # (A^T u)_2 = A[0, 2] * u_0 = 1
     want = torch.sigmoid(lin) if form == "sigmoid" else lin
     torch.testing.assert_close(pred, want)
+
+
+def test_do_on_a_cyclic_learned_graph_is_a_clear_error():
+    # 003's fixed alpha H(A) only penalises cycles: a thresholded A can keep one (measured: the published-setting
+    # sweep, seed 0); do() then has no topological order for the descendants and must say so, naming the cycle
+    model = pendulum_model()
+    with torch.no_grad():
+        model.adjacency.weight.fill_(0.0)
+        model.adjacency.weight[0, 2] = 0.9  # pendulum_angle -> shadow_position
+        model.adjacency.weight[2, 0] = 0.9  # shadow_position -> pendulum_angle
+    assert int((model.A.abs() > model.adjacency.threshold).sum()) == 2  # the spec forbids no edge
+    x = torch.rand(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="has a cycle, (pendulum_angle -> shadow_position -> pendulum_angle|"
+                                         "shadow_position -> pendulum_angle -> shadow_position)"):
+        model.do(x, {"light_angle": 0.0})
