@@ -167,11 +167,12 @@ def main(argv=None) -> dict:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         lo, hi = np.percentile(ds.labels(ds.index_to_factors(split.train)), [5, 95], axis=0)
+        grid_labels = {n: [f"{v:.1f}" for v in np.linspace(lo[i], hi[i], 7)] for i, n in enumerate(NAMES)}
         values = {n: [cv.model.value_of(n, float(v)) for v in np.linspace(lo[i], hi[i], 7)]
                   for i, n in enumerate(NAMES)}
-        for j in range(3):
-            grid = intervention_grid(cv.model, x[j:j + 1], values)  # 32x32 tiles: shown 3x larger
-            grid = torch.nn.functional.interpolate(grid[None], scale_factor=3, mode="nearest")[0]
+        for j in range(3):  # rows: do(node) over its label's 5-95 % range, left to right; last: input, recon.
+            grid = intervention_grid(cv.model, x[j:j + 1], values, value_labels=grid_labels,
+                                     title=f"do() on test image {j + 1}")
             save_image(grid, out / f"causalvae_interventions_{j}.png")
     print(json.dumps(record))
     return record

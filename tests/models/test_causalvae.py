@@ -290,3 +290,21 @@ def test_do_on_a_cyclic_learned_graph_is_a_clear_error():
     with pytest.raises(ValueError, match="has a cycle, (pendulum_angle -> shadow_position -> pendulum_angle|"
                                          "shadow_position -> pendulum_angle -> shadow_position)"):
         model.do(x, {"light_angle": 0.0})
+
+
+def test_intervention_grid_rows_are_do_on_each_node_and_labelled():
+    from causalrep.generate import intervention_grid, intervention_tiles
+
+    model = pendulum_model()
+    x = torch.rand(1, 3, 32, 32)
+    values = {"pendulum_angle": [-1.0, 0.0, 1.0], "light_angle": [0.5]}
+    tiles = intervention_tiles(model, x, values)
+    assert tiles.shape == (3, 3, 3, 32, 32)  # two do() rows and the input row, 3 wide
+    with torch.no_grad():
+        torch.testing.assert_close(tiles[0, 2], model.do(x, {"pendulum_angle": 1.0})[0])
+        torch.testing.assert_close(tiles[1, 0], model.do(x, {"light_angle": 0.5})[0])
+        torch.testing.assert_close(tiles[2, 1], model.reconstruct(x)[0])
+    assert bool((tiles[1, 1:] == 1).all()) and bool((tiles[2, 2] == 1).all())  # short rows padded white
+    grid = intervention_grid(model, x, values, value_labels={"pendulum_angle": ["-40", "0", "40"]})
+    # 32 px tiles upscaled nearest by 3 (figures.labelled_grid: >= 64 px a tile, >= 256 px a side), plus margins
+    assert grid.shape[0] == 3 and grid.shape[1] >= 3 * 96 and grid.shape[2] >= 3 * 96
