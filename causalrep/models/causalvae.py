@@ -234,7 +234,8 @@ class CausalVAE(LatentModel):
         z, zt = self.scm(self._eps(u))
         graph = self.learned_graph()
         if not nx.is_directed_acyclic_graph(graph):  # no order to recompute descendants in (e.g. 003's fixed
-            cycle = " -> ".join([a for a, _ in nx.find_cycle(graph)] + [nx.find_cycle(graph)[0][0]])  # alpha H(A))
+            edges = nx.find_cycle(graph)  # alpha H(A))
+            cycle = " -> ".join([a for a, _ in edges] + [edges[0][0]])
             raise ValueError(f"do(): the learned graph (|A_ij| > {self.adjacency.threshold}) has a cycle, {cycle}; "
                              f"value-level do() needs a DAG (train longer, or a larger graph.dag_weight / the "
                              f"augmented_lagrangian dag_schedule)")

@@ -82,10 +82,11 @@ class Range:
                 self.check(v, f"{path}.{key_text(k)}")
 
 
-def _range_validator(rng: Range):
-    def validate(instance, attribute, value):  # a directly constructed spec class is held to its ranges too
+def _validator(rule: "Range | Pattern"):
+    """An attrs validator holding a directly constructed spec class to the rule (a Range or a Pattern) too."""
+    def validate(instance, attribute, value):
         try:
-            rng.check(value, attribute.name)
+            rule.check(value, attribute.name)
         except SpecError as exc:
             raise ValueError(str(exc)) from None
 
@@ -104,16 +105,6 @@ class Pattern:
             raise SpecError(path, f"expected {self.phrase}, got {describe(value)}")
 
 
-def _pattern_validator(pattern: Pattern):
-    def validate(instance, attribute, value):  # as _range_validator, for directly constructed spec classes
-        try:
-            pattern.check(value, attribute.name)
-        except SpecError as exc:
-            raise ValueError(str(exc)) from None
-
-    return validate
-
-
 def spec_field(default: Any = attrs.NOTHING, *, help: str, choices: tuple | None = None, range: str | None = None,
                pattern: Pattern | None = None):
     """An attrs field carrying its documentation (`help`), allowed values (`choices`) and, for a numeric key,
@@ -122,8 +113,7 @@ def spec_field(default: Any = attrs.NOTHING, *, help: str, choices: tuple | None
     if isinstance(default, (list, dict)):
         raise TypeError("use a tuple (or attrs.Factory) for a mutable default")
     rng = Range.parse(range) if range is not None else None
-    validators = [v for v in (_range_validator(rng) if rng is not None else None,
-                              _pattern_validator(pattern) if pattern is not None else None) if v is not None]
+    validators = [_validator(rule) for rule in (rng, pattern) if rule is not None]
     return attrs.field(default=default, metadata={"help": help, "choices": choices, "range": rng, "pattern": pattern},
                        validator=validators or None)
 
