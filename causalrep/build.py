@@ -18,7 +18,7 @@ from .errors import CausalrepError, DataError, SpecError
 from .graph.kinds import GRAPHS, independent_graph
 from .graph.latent import LatentGraph
 from .metrics import METRICS
-from .models.base import MODELS, BuildContext, LatentModel
+from .models.trainable import MODELS, BuildContext, Trainable
 from .report import read_baseline
 from .spec.load import load_spec, register_check
 from .spec.schema import ChainGraphSpec, ModelSpec, PatternPerturbationSpec, Spec, UniformPerturbationSpec
@@ -126,7 +126,7 @@ def check_spec(spec: Spec) -> dict:
             "images": len(dataset)}
 
 
-def model_class(spec: Spec) -> type[LatentModel]:
+def model_class(spec: Spec) -> type[Trainable]:
     """The registered class that builds `model:` (models.base.register_model)."""
     kind = spec.model.KIND
     if kind not in MODELS:
@@ -134,7 +134,7 @@ def model_class(spec: Spec) -> type[LatentModel]:
     return MODELS.get(kind)
 
 
-def build_model(spec: Spec, dataset: GroundTruthDataset | None = None, graph: LatentGraph | None = None) -> LatentModel:
+def build_model(spec: Spec, dataset: GroundTruthDataset | None = None, graph: LatentGraph | None = None) -> Trainable:
     """The model of `model:`, wired to the dataset's channels and resolution and the latent graph: its registered
     class's from_spec, after seeding torch with spec.seed (initialisation is a function of the seed)."""
     dataset = dataset if dataset is not None else build_dataset(spec)
@@ -181,7 +181,7 @@ class Run:
 
     path: Path
     spec: Spec
-    model: LatentModel
+    model: Trainable
     graph: LatentGraph
     dataset: GroundTruthDataset
     split: Split

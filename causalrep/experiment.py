@@ -13,7 +13,7 @@ from .build import Run, build_dataset, build_graph, build_model, build_split, lo
 from .data.base import GroundTruthDataset
 from .graph.latent import LatentGraph
 from .metrics import METRICS
-from .models.base import LatentModel
+from .models.trainable import Trainable
 from .report import read_baseline, write_report
 from .spec import dump_spec, load_spec, to_dict
 from .spec.schema import Spec
@@ -60,7 +60,7 @@ class Experiment:
         self.dataset: GroundTruthDataset = build_dataset(spec)
         self.graph: LatentGraph = build_graph(spec, self.dataset.true_graph)
         self.split = build_split(spec, self.dataset)
-        self.model: LatentModel = build_model(spec, self.dataset, self.graph)
+        self.model: Trainable = build_model(spec, self.dataset, self.graph)
         if spec.train.init_from and not self.resuming:  # a resumed run continues from its own checkpoint
             load_initial_weights(self.model, spec.train.init_from)
 
@@ -100,7 +100,7 @@ class Experiment:
             trainer.fit()
             if not main:
                 return {}  # rank 0 stores the latents, evaluates and writes the report
-            if self.model.reconstructs:  # hybrid latents need a decoder (not the ICM committee's scores)
+            if self.model.can("hybrid"):  # stored latents to sample from (not the ICM committee's scores)
                 trainer.store_hybrid_latents(spec.seed)
             trainer.checkpoint()  # the final checkpoint carries the stored hybrid latents
             metrics = self.evaluate(trainer.device, step=trainer.step)

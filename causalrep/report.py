@@ -16,11 +16,12 @@ from .errors import SpecError
 from .figures import axis_labels, labelled_grid, matrix_heatmap
 from .generate import sample_images
 from .models.base import LatentModel
+from .models.trainable import Trainable
 from .track.base import Tracker
 
 
 @torch.no_grad()
-def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Split, run_dir: str | Path,
+def write_report(*, model: Trainable, dataset: GroundTruthDataset, split: Split, run_dir: str | Path,
                  metrics: dict[str, Any], tracker: Tracker | None = None, step: int = 0, n_images: int = 8,
                  traversal_steps: int = 9, sampling: tuple[str, ...] = ("hybrid",), seed: int = 0,
                  baseline: Baseline | None = None) -> dict[str, Path]:
@@ -34,7 +35,7 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
     index = split.val[:n_images]
     x = dataset.images_at(index).to(device)
     grids: dict[str, torch.Tensor] = {}
-    if model.reconstructs:  # an image-to-image model (the ICM committee) has no latent code to decode
+    if model.can("reconstruct"):  # an image-to-image model (the ICM committee) has no latent code to decode
         # reconstructions.png: row 1 the validation images, row 2 their reconstructions
         grids["reconstructions"] = labelled_grid(
             torch.stack([x, model.reconstruct(x)]), row_labels=["input", "reconstruction"],
@@ -58,7 +59,7 @@ def write_report(*, model: LatentModel, dataset: GroundTruthDataset, split: Spli
         grids.update(per_node)
         gen = torch.Generator().manual_seed(seed)
         for method in sampling:
-            if method == "prior" and not model.has_prior:
+            if method == "prior" and not model.can("prior"):
                 continue
             s = sample_images(model, 64, method, gen)  # (64, C, H, W) -> an 8 x 8 grid
             grids[f"samples_{method}"] = labelled_grid(s.view(8, 8, *s.shape[1:]), title=f"{method} samples")

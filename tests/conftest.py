@@ -1,9 +1,12 @@
 """Shared fixtures: tiny specs that build and train in a fraction of a second on the CPU."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
+from causalrep.models.trainable import FitContext, copy_optimizer_state
 from causalrep.spec import load_spec
 
 TINY = {
@@ -27,6 +30,20 @@ def tiny_data(kind: str = "sae", latent_dim: int = 4, graph: dict | None = None,
     if graph is not None:
         data["graph"] = graph
     return data
+
+
+def fit_context(*, step: int = 0, optimizer=None, logged: list | None = None, **fields):
+    """A FitContext as the trainer makes one for a model's hooks, for hook tests without a trainer: at `step`,
+    copy_optimizer_state acting on `optimizer`, log_metric appending (name, value, step, context) to `logged`."""
+    def no_state(dst, src):
+        raise AssertionError("copy_optimizer_state called, but the test gave no optimizer")
+
+    defaults = dict(steps=10 ** 6, val_every=50, device=torch.device("cpu"), dataset=None, val_index=[],
+                    progress=False, main_process=True, next_batch=lambda: None, autocast=contextlib.nullcontext,
+                    log_fn=lambda *a: (logged.append(a) if logged is not None else None),
+                    copy_state_fn=(lambda dst, src: copy_optimizer_state(optimizer, dst, src)) if optimizer is not None
+                    else no_state)
+    return FitContext(step=step, **{**defaults, **fields})
 
 
 def sample_batch(model, dataset, n: int, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

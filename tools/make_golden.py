@@ -20,7 +20,7 @@ Per spec (`golden_values`):
   reconstruct    model.reconstruct of those images (the same summary)
   samples        model.sample(8, "hybrid") after storing 8 hybrid latents, and structured hybrid samples where
                  the spec lists them, each from torch.Generator().manual_seed(0)
-  prior_samples  model.sample(8, "prior") where model.has_prior (own key: the Ladder VAE's prior is planned to
+  prior_samples  model.sample(8, "prior") where model.can("prior") (own key: the Ladder VAE's prior is planned to
                  change, so a later commit can regenerate this key alone)
 Models that do not reconstruct (the ICM committee) have no reconstruct / samples keys. The last stdout line is
 {"specs": N, "seconds": S}; any spec that fails to build or run is an error (exit code 1).
@@ -232,7 +232,7 @@ def golden_values(path: str | Path) -> dict[str, Any]:
                           channels_last=t.channels_last, compile=t.compile, resident=spec.data.resident,
                           trainable=t.trainable, lr_schedule=t.lr_schedule, lr_warmup_steps=t.lr_warmup_steps)
         trainer.fit()
-        if model.reconstructs:
+        if model.can("hybrid"):
             trainer.store_hybrid_latents(spec.seed)
         out["train"] = recorder.values
 
@@ -251,14 +251,14 @@ def golden_values(path: str | Path) -> dict[str, Any]:
                 winner, inverted, scores = model.compete(dataset.images_at(split.test[:COMMITTEE_IMAGES]))
                 out["committee"] = {"winner": [int(w) for w in winner], "inverted": summary(inverted),
                                     "scores": summary(scores)}
-            if model.reconstructs:
+            if model.can("reconstruct"):
                 out["reconstruct"] = summary(model.reconstruct(x))
                 gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731  (each method its own stream)
                 samples = {"hybrid": summary(model.sample(N_IMAGES, "hybrid", gen()))}
                 if "structured" in ev.sampling:
                     samples["structured"] = summary(sample_images(model, N_IMAGES, "structured", gen()))
                 out["samples"] = samples
-                if model.has_prior:
+                if model.can("prior"):
                     out["prior_samples"] = {"prior": summary(model.sample(N_IMAGES, "prior", gen()))}
     return out
 

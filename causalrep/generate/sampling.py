@@ -26,7 +26,7 @@ MI_THRESHOLD = 0.3
 def prior_latents(model: LatentModel, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(n, latent_dim) from the model's own prior, model.sample_latents(n, "prior"): N(0, I) for the VAE family,
     ancestral z_L ~ N(0, I), z_i ~ p(z_i | z_>i) for the Ladder VAE (its hierarchical prior, 003); meaningful
-    where model.has_prior. Drawn on the generator's device (CPU by default), then moved to the model's."""
+    where model.can("prior"). Drawn on the generator's device (CPU by default), then moved to the model's."""
     return model.sample_latents(n, "prior", generator)
 
 

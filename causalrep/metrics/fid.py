@@ -276,7 +276,7 @@ def sample_fids(model: LatentModel, dataset: GroundTruthDataset, split: Split, n
         out[f"fid_recon_{net.name}"] = frechet_distance(mu_r, s_r, *stats(recon, "recon")[:2])
         for method in methods:
             SAMPLERS.get(method)  # an unknown method is an error listing the valid ones
-            if method == "prior" and not model.has_prior:
+            if method == "prior" and not model.can("prior"):
                 continue
             gen = torch.Generator().manual_seed(seed)
             fake = iter_samples(model, m, method, gen, batch_size, groups)

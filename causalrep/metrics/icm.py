@@ -11,8 +11,7 @@ from tqdm.auto import tqdm
 from ..data.base import GroundTruthDataset, Split
 from ..data.mechanisms import MECHANISM_NAMES
 from ..errors import SpecError
-from ..models.base import LatentModel
-from ..models.icm import win_statistics  # defined beside the model, which tracks it over training
+from ..models.icm import ICMCommittee, win_statistics  # win_statistics: beside the model, which tracks it
 from .registry import METRICS
 from .wrappers import SEED, eval_mode
 
@@ -65,7 +64,7 @@ def per_group_accuracy(pred: torch.Tensor, truth: torch.Tensor, group: torch.Ten
 
 
 @METRICS.register("icm")
-def icm_metric(*, model: LatentModel, dataset: GroundTruthDataset, split: Split, n: int, loss: str,
+def icm_metric(*, model: ICMCommittee, dataset: GroundTruthDataset, split: Split, n: int, loss: str,
                device: torch.device | str = "cpu", batch_size: int = 256) -> dict[str, Any]:
     """Win proportions and the downstream classifier on every held-out test digit under every mechanism.
 
@@ -75,7 +74,7 @@ def icm_metric(*, model: LatentModel, dataset: GroundTruthDataset, split: Split,
     accuracy_before on the transformed ones and accuracy_after on the winning experts' outputs (004 Fig. 6), each
     also per mechanism. The test set is the dataset's own held-out digits (never in training); `n` is not used.
     """
-    if not hasattr(model, "compete"):
+    if not isinstance(model, ICMCommittee):
         raise SpecError("evaluate.metrics", f"metric 'icm' evaluates the ICM committee (model kind icm); got "
                                             f"{type(model).__name__}")
     if not hasattr(dataset, "test_set"):

@@ -1,5 +1,6 @@
 """Model families; importing this package registers every built-in model."""
-from .base import DEFAULT_GRAPHS, MODELS, BuildContext, LatentModel, ModelOutput, reconstruction_loss, register_model
+from .trainable import CAPABILITIES, DEFAULT_GRAPHS, MODELS, BuildContext, FitContext, ModelOutput, Trainable, register_model
+from .base import LatentModel, reconstruction_loss
 from .ae import AE, VAE
 from .sae import SAE
 from .wae import WAE

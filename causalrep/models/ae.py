@@ -56,7 +56,7 @@ class VAE(AE):
     encode() returns the posterior mean, the representation the metrics read.
     """
 
-    has_prior = True
+    supports = LatentModel.supports | {"prior"}
 
     @classmethod
     def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "VAE":

@@ -93,6 +93,7 @@ class ASAE(StructuralValues, LatentModel):
             self.decoder = ConvDecoder(latent_dim=graph.latent_dim, out_channels=in_channels, resolution=resolution,
                                        blocks=dec_blocks, channels=dec_channels, hidden=dec_hidden, groups=groups)
             self.structural = False
+            self.supports = self.supports - {"do_value"}  # no node mechanisms to set values in
         else:
             raise ValueError(f"unknown decoder {decoder!r}; valid: structural, conv")
 

@@ -1,70 +1,14 @@
-"""LatentModel: encode/decode, the reconstruction loss, interventions, traversals, hybrid sampling; the model registry."""
+"""LatentModel: encode/decode, the reconstruction loss, interventions, traversals, hybrid sampling (a Trainable)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..graph.latent import LatentGraph
-from ..registry import Registry
-
-# model spec kind -> the class whose from_spec builds it (filled by @register_model beside each class)
-MODELS: Registry[type["LatentModel"]] = Registry("model")
-# the latent graph a spec without `graph:` gets: independent dims (the baselines, 001 sec 3.1) or a chain over
-# latent_dim nodes (the structural decoders' SAE-D ordering, 001 sec 2)
-DEFAULT_GRAPHS = ("independent", "chain")
-
-
-def register_model(*kinds: str, default_graph: str = "independent") -> Callable[[type], type]:
-    """Class decorator: registers the class in MODELS under each model spec kind it builds (VAE builds both
-    `vae` and `bvae`) and declares `default_graph`, the graph of a spec that leaves `graph` out (DEFAULT_GRAPHS).
-
-    The class must define its own `from_spec(spec, graph, ctx)` classmethod, the one place its spec is read.
-    """
-    if not kinds:
-        raise ValueError("register_model needs at least one model spec kind")
-    if default_graph not in DEFAULT_GRAPHS:
-        raise ValueError(f"default_graph must be one of {', '.join(DEFAULT_GRAPHS)}; got {default_graph!r}")
-
-    def deco(cls: type) -> type:
-        if not isinstance(vars(cls).get("from_spec"), classmethod):
-            raise TypeError(f"model {cls.__name__} ({', '.join(kinds)}) defines no from_spec classmethod of its own")
-        taken = [f"{k!r} (by {MODELS.get(k).__name__})" for k in kinds if k in MODELS]
-        if taken or len(set(kinds)) < len(kinds):
-            raise KeyError(f"model {cls.__name__}: kinds already registered: {', '.join(taken) or 'repeated'}")
-        cls.kinds, cls.default_graph = tuple(kinds), default_graph
-        for kind in kinds:
-            MODELS.register(kind)(cls)
-        return cls
-
-    return deco
-
-
-@dataclass(frozen=True)
-class BuildContext:
-    """What a model's from_spec may read beside the spec and the latent graph, filled by build.build_model (the
-    models never import the data package): the images' channels, the dataset the model is built for (a
-    GroundTruthDataset, e.g. CausalVAE's label statistics) and the train split's size (computed on demand)."""
-
-    channels: int
-    dataset: Any
-    train_size: Callable[[], int]
-
-
-class ModelOutput(dict):
-    """`loss` (scalar tensor to minimise) plus named scalar terms; attribute access (pythae's ModelOutput)."""
-
-    def __init__(self, loss: torch.Tensor, **terms: Any):
-        super().__init__(loss=loss, **terms)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+from .trainable import (CAPABILITIES, DEFAULT_GRAPHS, MODELS, BuildContext, FitContext, ModelOutput,  # noqa: F401
+                        Trainable, register_model)  # (re-exported: models.base is where a model file imports from)
 
 
 def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -82,94 +26,37 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str) -> tor
     return per.flatten(1).sum(1).mean()
 
 
-class LatentModel(nn.Module):
+class LatentModel(Trainable):
     """Base of every autoencoder-like model: latents U are laid out by `graph` (one slice per node).
 
     Subclasses implement `encode` (deterministic representation), `decode_logits` and `forward`
     (returning ModelOutput). Interventions act on the noises U: abduction (encode), action (set a
     node's slice), prediction (decode) — 001 sec 2.1's reading of the latents as SCM noises.
+    A model with a regularised latent space adds "prior" to `supports` (LatentModel.supports | {"prior"}).
     """
 
+    # declared by the class; an instance whose configuration lacks one (ASAE with a conv decoder has no node
+    # mechanisms for value-level do()) removes it from its own `supports`
+    supports = frozenset({"reconstruct", "hybrid", "do_noise", "do_value"})
     structural = False  # True where do() on a node provably leaves non-descendants' features unchanged
-    has_prior = False  # True where prior sampling is meaningful (regularised models, 001 sec 3)
-    # True where decode(encode(x)) reconstructs x from a latent code, so reconstructions, traversals, stored
-    # hybrid latents and samples apply; False for image-to-image models (the ICM committee, 004)
-    reconstructs = True
-    # what forward(x, **batch) takes beside the images; the trainer supplies each (Trainer.batch_extras)
-    batch_keys: tuple[str, ...] = ()
-    # the model spec kinds the class builds and the graph a spec without `graph:` gets: set by @register_model
-    kinds: tuple[str, ...] = ()
-    default_graph = "independent"
+    validation_metric = "recon_error"
 
     def __init__(self, *, graph: LatentGraph, recon_loss: str = "bce", hybrid_latents: int = 128):
-        super().__init__()
-        self.graph = graph
-        self.latent_dim = graph.latent_dim
+        super().__init__(graph=graph)
         self.recon_loss = recon_loss
         # N stored latents of training images for hybrid sampling and traversal ranges (001 sec 2.3)
         self.register_buffer("latent_bank", torch.zeros(hybrid_latents, graph.latent_dim))
         self.register_buffer("latent_bank_filled", torch.zeros((), dtype=torch.bool))
+        if graph.nx.number_of_edges() and type(self).decode_values_logits is LatentModel.decode_values_logits:
+            self.supports = self.supports - {"do_value"}  # the default value-level do() needs a graph without edges
 
     # -- to implement -----------------------------------------------------------------------------
-    @classmethod
-    def from_spec(cls, spec: Any, graph: LatentGraph, ctx: BuildContext) -> "LatentModel":
-        """The model of `spec.model` over `graph` (build.build_model calls it after seeding torch with spec.seed):
-        reads the spec, raises a SpecError naming the key path for what the spec cannot ask of this model, and
-        calls __init__ with plain keyword arguments."""
-        raise NotImplementedError(f"{cls.__name__} defines no from_spec")
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
     def decode_logits(self, u: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def aux_parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameter groups trained by their own optimiser on ModelOutput.aux[name] (default: none)."""
-        return {}
-
-    def aux_optimizer_options(self, name: str, *, lr: float, betas: tuple[float, float]) -> dict:
-        """Adam options of an aux group (default: the main lr and betas)."""
-        return {"lr": lr, "betas": betas}
-
-    # the name the trainer logs validation_error under (context "val"); a model whose validation_error is not a
-    # reconstruction error names its own (the ICM committee: committee_error)
-    validation_metric = "recon_error"
-
     def validation_error(self, x: torch.Tensor) -> torch.Tensor:
-        """The scalar the trainer tracks on validation images (logged as `validation_metric`[val]): by default
-        the per-image reconstruction loss; a model that does not reconstruct its input redefines both."""
+        """The per-image reconstruction loss of validation images (logged as recon_error[val])."""
         return reconstruction_loss(self.decode_logits(self.encode(x)), x, self.recon_loss)
-
-    def on_fit_start(self, trainer: Any) -> None:
-        """Called by the trainer each time fit() starts, on a fresh run and on resume (before before_fit);
-        default: nothing."""
-
-    def before_fit(self, trainer: Any) -> None:
-        """Called once by the trainer before step 1 of a fresh run (not on resume); default: nothing."""
-
-    def after_step(self, trainer: Any) -> None:
-        """Called by the trainer after each optimiser step (trainer.step already counts it); default: nothing."""
-
-    def should_stop(self, trainer: Any) -> str | None:
-        """Called by the trainer after each validation step (after track_metrics): a reason (str) stops training
-        there, with a checkpoint; default: None (train all train.steps)."""
-        return None
-
-    def track_metrics(self) -> dict[str, float]:
-        """Model-specific scalars the trainer logs (context "val") at each validation step, before
-        track_images() (e.g. the ICM committee's win statistics on validation images); default: none."""
-        return {}
-
-    def track_images(self) -> dict[str, torch.Tensor]:
-        """Model-specific images ((C, H, W) in [0, 1]) the trainer logs at each validation step
-        (e.g. the learned adjacency as a heat map); default: none."""
-        return {}
-
-    def report_images(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Model-specific images for the report of a finished run, given validation images x
-        (e.g. ASAE's attention maps, the ICM win matrix); each becomes <name>.png; default: none."""
-        return {}
 
     # -- shared API -------------------------------------------------------------------------------
     def decode(self, u: torch.Tensor) -> torch.Tensor:
@@ -273,7 +160,7 @@ class LatentModel(nn.Module):
     @torch.no_grad()
     def sample_latents(self, n: int, method: str = "hybrid", generator: torch.Generator | None = None) -> torch.Tensor:
         """hybrid: each node's value from an independently chosen stored latent (001 sec 2.3);
-        prior: N(0, I)."""
+        prior: N(0, I) (a model whose prior is not, e.g. the Ladder VAE's hierarchy, redefines this)."""
         dev = self.latent_bank.device
         if method == "prior":  # drawn where the generator lives (CPU by default), then moved
             gdev = generator.device if generator is not None else "cpu"

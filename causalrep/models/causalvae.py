@@ -52,7 +52,7 @@ class CausalVAE(LatentModel):
     node, on which do() intervenes (decode_values_logits).
     """
 
-    has_prior = True
+    supports = LatentModel.supports | {"prior"}
     structural = True
     batch_keys = ("labels",)
 

@@ -17,7 +17,7 @@ from ..graph.latent import LatentGraph
 from ..nn.experts import Discriminator, Expert
 from ..spec.schema import ExpertsGraphSpec, ICMSpec, Spec
 from ._spec_args import graph_of_kind
-from .base import BuildContext, LatentModel, ModelOutput, register_model
+from .trainable import BuildContext, FitContext, ModelOutput, Trainable, register_model
 
 PROBE_IMAGES = 300  # validation images whose win matrix track_images() draws over training
 # metrics that decode latents (the committee maps images to images and has no decoder)
@@ -52,8 +52,15 @@ def assign_winners(scores: torch.Tensor) -> torch.Tensor:
     return scores.argmax(0)
 
 
+def _drop_latent_bank(module, state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook: checkpoints written while the committee was a LatentModel carry its unused
+    latent_bank buffers; they are dropped, so those runs still load (strictly)."""
+    for key in (prefix + "latent_bank", prefix + "latent_bank_filled"):
+        state_dict.pop(key, None)
+
+
 @register_model("icm")
-class ICMCommittee(LatentModel):
+class ICMCommittee(Trainable):
     """N' experts E_j (one per node of an `experts` graph) compete for transformed images x' (004 sec 3.2).
 
     Training step (004 Algorithm 1, one "iteration"; forward(x', canonical=x) with the trainer's two optimisers):
@@ -74,14 +81,16 @@ class ICMCommittee(LatentModel):
     and one expert-batch of backward instead of one per winner. Either way the running statistics used at evaluation are those of
     whole mixed batches.
 
-    The committee is not an autoencoder (`reconstructs = False`): encode(x) is the (B, N') matrix of D's scores
+    The committee is not an autoencoder (a Trainable, not a LatentModel; supports only do_mechanism): encode(x) is the (B, N') matrix of D's scores
     c_j of every expert's output, one latent dim per expert node (how canonical each expert makes x look);
     there is no decoder from it. Interventions are mechanism-level: do(x, {"expert": k}, on="mechanism") applies
     expert k instead of the committee's choice (the selected inverse mechanism is the intervened variable).
     """
 
-    reconstructs = False
+    supports = frozenset({"do_mechanism"})
     batch_keys = ("canonical",)
+    # an expert that won no image of a step is not in that step's graph (Algorithm 1: losers are not trained)
+    find_unused_parameters = True
     validation_metric = "committee_error"  # 1 - E[max_j c_j] on validation digits, not a reconstruction error
 
     @classmethod
@@ -108,8 +117,7 @@ class ICMCommittee(LatentModel):
                    discriminator_fakes=m.discriminator_fakes, score_precision=m.score_precision,
                    winner_forward=m.winner_forward, init_iters=m.init_iters, init_mse=m.init_mse,
                    revive_every=m.revive_every, revive_below=m.revive_below, revive_until=m.revive_until,
-                   revive_noise=m.revive_noise, stop_stability=m.stop_stability, stop_checks=m.stop_checks,
-                   hybrid_latents=spec.evaluate.hybrid_latents)
+                   revive_noise=m.revive_noise, stop_stability=m.stop_stability, stop_checks=m.stop_checks)
 
     def __init__(self, *, graph: LatentGraph, in_channels: int = 1, resolution: int = 32, expert_layers: int = 7,
                  expert_channels: int = 32,
@@ -118,12 +126,13 @@ class ICMCommittee(LatentModel):
                  discriminator_fakes: str = "all", score_precision: str = "fp32", winner_forward: str = "full",
                  init_iters: int = 500, init_mse: float = 0.002, revive_every: int = 0, revive_below: float = 0.01,
                  revive_until: int | None = None, revive_noise: float = 0.01, stop_stability: float | None = None,
-                 stop_checks: int = 3, hybrid_latents: int = 128):
+                 stop_checks: int = 3):
         if graph.kind != "experts":
             raise ValueError(f"ICMCommittee needs an experts graph (one node per expert); got kind {graph.kind!r}")
         if discriminator_fakes not in ("all", "winners"):
             raise ValueError(f"discriminator_fakes: expected 'all' or 'winners', got {discriminator_fakes!r}")
-        super().__init__(graph=graph, recon_loss="mse", hybrid_latents=hybrid_latents)
+        super().__init__(graph=graph)
+        self.register_load_state_dict_pre_hook(_drop_latent_bank)
         self.num_experts = len(graph.nodes)
         self.experts = nn.ModuleList(Expert(in_channels=in_channels, channels=expert_channels, layers=expert_layers)
                                      for _ in range(self.num_experts))
@@ -203,10 +212,6 @@ class ICMCommittee(LatentModel):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N') scores c_j = D(E_j(x)) in (0, 1): the committee's view of x (latent dim j = node expert{j+1})."""
         return self.compete(x)[2]
-
-    def decode_logits(self, u: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("the ICM committee maps images to images and has no decoder from its scores: "
-                                  "use model.invert(x) or model.do(x, {'expert': k}, on='mechanism')")
 
     def validation_error(self, x: torch.Tensor) -> torch.Tensor:
         """1 - E_x'[max_j c(E_j(x'))]: the committee objective of 004 eq. 2 on held-out images, as an error
@@ -291,23 +296,22 @@ class ICMCommittee(LatentModel):
         (grad,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
         return grad.float().pow(2).flatten(1).sum(1).mean()
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, ctx: FitContext) -> None:
         """A probe of validation images for the win matrix drawn over training (track_images), also on resume."""
-        self._set_probe(trainer.dataset, trainer.split.val, trainer.device)
+        self._set_probe(ctx.dataset, ctx.val_index, ctx.device)
 
-    def before_fit(self, trainer: Any) -> None:
+    def before_fit(self, ctx: FitContext) -> None:
         """The approximate-identity initialisation (004 sec 4, appendix B) on the trainer's transformed batches
         (a fresh run only: a resumed run continues from its checkpointed experts), in the trainer's precision."""
-        self.identity_init(trainer.next_batch, tracker=trainer.tracker, progress=trainer.progress,
-                           autocast=trainer.autocast)
+        self.identity_init(ctx.next_batch, log=ctx.log_metric, progress=ctx.progress, autocast=ctx.autocast)
 
-    def identity_init(self, next_batch, *, tracker=None, progress: bool = True,
+    def identity_init(self, next_batch, *, log=None, progress: bool = True,
                       autocast=contextlib.nullcontext) -> list[dict[str, float]]:
         """Train each expert alone to reproduce its input, on batches from next_batch() (transformed data), for at
         most init_iters steps or until the batch MSE falls below init_mse (004 appendix B: 500 and 0.002), with
         its own Adam at default settings (004 sec 4). autocast: a context factory for the expert's forward (the
-        trainer's precision; the batches are drawn outside it). Returns and logs {expert, iterations, mse} per
-        expert."""
+        trainer's precision; the batches are drawn outside it); log: FitContext.log_metric's signature. Returns
+        and logs {expert, iterations, mse} per expert."""
         self.init_log = []
         if self.init_iters == 0:
             return self.init_log
@@ -330,21 +334,21 @@ class ICMCommittee(LatentModel):
                     break
             self.init_log.append({"expert": j, "iterations": it, "mse": mse})
             bar.set_postfix(expert=j, iterations=it, mse=f"{mse:.4g}")
-            if tracker is not None:
-                tracker.log_metric(f"init_iterations_expert{j}", it, step=0, context="init")
-                tracker.log_metric(f"init_mse_expert{j}", mse, step=0, context="init")
+            if log is not None:
+                log(f"init_iterations_expert{j}", it, step=0, context="init")
+                log(f"init_mse_expert{j}", mse, step=0, context="init")
         self.train(was_training)
         return self.init_log
 
     # -- experts added during training (004 sec 3, item 1) -----------------------------------------------------
-    def after_step(self, trainer: Any) -> None:
+    def after_step(self, ctx: FitContext) -> None:
         """With revive_every > 0, every revive_every steps (up to revive_until): the experts that won less than
         revive_below of the training images since the last check are replaced by copies of the busiest experts,
         one source per inactive expert in order of their shares (a busy expert may hold two mechanisms, 004 sec 4's
         failure: "one expert specialized on two tasks, one expert did not specialize on any"). 004 sec 3 item 1:
         "experts may be added or removed during or after training"; an expert that wins nothing is never
         trained (Algorithm 1), so without this it cannot catch up. Off (0) by default: Algorithm 1 exactly."""
-        step = trainer.step
+        step = ctx.step
         if not self.revive_every or step % self.revive_every or (self.revive_until is not None
                                                                  and step > self.revive_until):
             return
@@ -354,27 +358,20 @@ class ICMCommittee(LatentModel):
         dead = [j for j in order if share[j] < self.revive_below]
         sources = [j for j in reversed(order) if share[j] >= self.revive_below]
         for d, src in zip(dead, sources):
-            self.revive(d, src, trainer.optimizer)
+            self.revive(d, src)
+            ctx.copy_optimizer_state(self.experts[d].parameters(), self.experts[src].parameters())
             self.revived.append((step, d, src))
-            if getattr(trainer, "rank", 0) == 0:
-                trainer.tracker.log_metric(f"revived_expert{d}", src, step=step, context="train")
+            ctx.log_metric(f"revived_expert{d}", src, context="train")
 
     @torch.no_grad()
-    def revive(self, dead: int, source: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Expert `dead` becomes a copy of expert `source` (weights and batch-norm statistics, and the source's
-        Adam moments in `optimizer`), each weight tensor perturbed by N(0, (revive_noise * its RMS)^2) so that
+    def revive(self, dead: int, source: int) -> None:
+        """Expert `dead` becomes a copy of expert `source` (weights and batch-norm statistics; after_step also
+        copies the source's Adam moments), each weight tensor perturbed by N(0, (revive_noise * its RMS)^2) so that
         the two differ and the competition can split the source's images between them."""
         dst, src = self.experts[dead], self.experts[source]
         dst.load_state_dict(src.state_dict())
         for p in dst.parameters():
             p.add_(torch.randn_like(p) * (self.revive_noise * p.pow(2).mean().sqrt()))
-        if optimizer is not None:
-            for p_dst, p_src in zip(dst.parameters(), src.parameters()):
-                state = optimizer.state.get(p_src)
-                if state:
-                    optimizer.state[p_dst] = {k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}
-                else:
-                    optimizer.state.pop(p_dst, None)
 
     # -- interventions ------------------------------------------------------------------------------------------
     def _expert_index(self, k: Any, batch: int) -> torch.Tensor:
@@ -482,7 +479,7 @@ class ICMCommittee(LatentModel):
         self._probe_last = winners
         return out
 
-    def should_stop(self, trainer: Any) -> str | None:
+    def should_stop(self, ctx: FitContext) -> str | None:
         """004 sec 3 item 2b's convergence criterion ("stop if each example is assigned to the same experts for a
         pre-defined number of iterations"), label-free on the probe: with stop_stability set, training stops once
         assignment_stability >= stop_stability at stop_checks validation steps in a row, counting only steps
@@ -490,16 +487,15 @@ class ICMCommittee(LatentModel):
         resume."""
         if self.stop_stability is None:
             return None
-        reviving = self.revive_every and (self.revive_until is None or trainer.step <= self.revive_until)
+        reviving = self.revive_every and (self.revive_until is None or ctx.step <= self.revive_until)
         if reviving or self._stability is None or self._stability < self.stop_stability:
             self._stable_checks = 0
             return None
         self._stable_checks += 1
         if self._stable_checks < self.stop_checks:
             return None
-        every = getattr(trainer, "val_every", "?")
         return (f"converged: assignment_stability >= {self.stop_stability:g} at {self.stop_checks} validation "
-                f"steps in a row ({every} steps apart; 004 sec 3 item 2b)")
+                f"steps in a row ({ctx.val_every} steps apart; 004 sec 3 item 2b)")
 
     def track_images(self) -> dict[str, torch.Tensor]:
         """The win matrix on the probe images (eval mode) and their winners' outputs, at each validation step

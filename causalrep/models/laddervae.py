@@ -64,7 +64,7 @@ class LadderVAE(LatentModel):
     encode() is the concatenated posterior means, computed with each layer's mean fed down.
     """
 
-    has_prior = True
+    supports = LatentModel.supports | {"prior"}
 
     @classmethod
     def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "LadderVAE":

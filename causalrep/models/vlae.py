@@ -72,7 +72,7 @@ class VLAE(LatentModel):
     encode() = the concatenated posterior means.
     """
 
-    has_prior = True
+    supports = LatentModel.supports | {"prior"}
 
     @classmethod
     def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "VLAE":

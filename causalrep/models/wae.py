@@ -19,10 +19,10 @@ class WAE(AE):
     between the batch's codes and as many draws from the prior p(z) = N(0, I), with the inverse multiquadric
     kernel k(x, y) = C / (C + ||x - y||^2), C = 2 * D * sigma_z^2 (their sec 4; sigma_z^2 = 1 here, scaled by
     `kernel_scale`). Their official code sums the kernel over several scales of C; one scale is used here.
-    The penalty acts on the aggregate posterior, not per image, so prior sampling is meaningful (has_prior).
+    The penalty acts on the aggregate posterior, not per image, so prior sampling is meaningful (supports "prior").
     """
 
-    has_prior = True
+    supports = AE.supports | {"prior"}
 
     @classmethod
     def from_spec(cls, spec: Spec, graph: LatentGraph, ctx: BuildContext) -> "WAE":

@@ -15,16 +15,11 @@ from tqdm.auto import tqdm
 from ..data.base import GroundTruthDataset, Split
 from ..errors import CheckpointError, SpecError, TrainingError, one_line
 from ..metrics.reconstruction import batched_images
-from ..models.base import LatentModel
+from ..models.trainable import FitContext, Trainable, copy_optimizer_state
 from ..track.base import Tracker
 from . import distributed
 from .checkpoint import CHECKPOINT, load_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state
 from .transfer import trainable_parameters
-
-
-# DDP find_unused_parameters: a step's loss need not reach every parameter (an ICM expert that won no image
-# this step); costs one autograd-graph walk per step, and torch warns once when nothing was unused
-FIND_UNUSED = True
 
 
 def resolve_device(device: str) -> torch.device:
@@ -67,15 +62,15 @@ def scheduled_lr(step: int, *, lr: float, steps: int, schedule: str = "constant"
 
 
 class Trainer:
-    """Fits any LatentModel: the model's forward returns ModelOutput(loss=..., terms); the trainer
-    never looks at the model's type. Batches are drawn uniformly from the training split with a
+    """Fits any Trainable (models/trainable.py): the model's forward returns ModelOutput(loss=..., terms); the
+    trainer never looks at the model's type, and its hooks see a read-only FitContext, not the trainer. Batches are drawn uniformly from the training split with a
     dedicated torch.Generator whose state is checkpointed (the "data position").
 
     Under torchrun (causalrep.train.distributed) every process runs this loop on its shard of each
     batch; batch_size is the global batch. Rank 0 alone logs, validates and writes checkpoints.
     """
 
-    def __init__(self, *, model: LatentModel, dataset: GroundTruthDataset, split: Split, run_dir: str | Path,
+    def __init__(self, *, model: Trainable, dataset: GroundTruthDataset, split: Split, run_dir: str | Path,
                  tracker: Tracker, steps: int, batch_size: int, lr: float = 5e-4,
                  betas: tuple[float, float] = (0.9, 0.999), precision: str = "auto", device: str = "auto",
                  checkpoint_every: int = 1000, log_every: int = 50, val_every: int = 1000, val_samples: int = 512,
@@ -248,11 +243,13 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
+        # find_unused_parameters only where the model declares that a step's loss may leave parameters out (an ICM
+        # expert that won no image): it costs one autograd-graph walk per step
         # buffers are synced once here, not before every forward: no training step changes a buffer
         # differently on different ranks (the latent bank is filled after training)
         sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(
             DistributedDataParallel).parameters else {"broadcast_buffers": False}  # the name before torch 2.12
-        self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=FIND_UNUSED, **sync)
+        self.ddp = DistributedDataParallel(self.model, device_ids=ids, find_unused_parameters=self.model.find_unused_parameters, **sync)
         self.forward = torch.compile(self.ddp) if self.compile else self.ddp
         if self.step == 0:
             self._split_torch_rng()
@@ -307,15 +304,28 @@ class Trainer:
             opt.step()
         return out
 
+    def context(self) -> FitContext:
+        """The read-only view of this trainer that the model's hooks receive (models/trainable.py FitContext)."""
+        return FitContext(step=self.step, steps=self.steps, val_every=self.val_every, device=self.device,
+                          dataset=self.dataset, val_index=self.split.val, progress=self.progress,
+                          main_process=self.rank == 0, next_batch=self.next_batch, autocast=self.autocast,
+                          log_fn=self._log_metric, copy_state_fn=self._copy_optimizer_state)
+
+    def _log_metric(self, name: str, value: float, step: int, context: str) -> None:
+        self.tracker.log_metric(name, value, step=step, context=context)
+
+    def _copy_optimizer_state(self, dst, src) -> None:
+        copy_optimizer_state(self.optimizer, dst, src)
+
     # -- loop ------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Run from self.step to self.steps; returns the last logged training terms."""
         model = self.model
         model.train()
         self.stopped: str | None = None  # the model's reason when it stopped training early (should_stop)
-        model.on_fit_start(self)  # fresh or resumed, e.g. the ICM win-matrix probe
+        model.on_fit_start(self.context())  # fresh or resumed, e.g. the ICM win-matrix probe
         if self.step == 0:
-            model.before_fit(self)  # e.g. the ICM experts' approximate-identity initialisation (004 sec 3)
+            model.before_fit(self.context())  # e.g. the ICM experts' approximate-identity initialisation (004 sec 3)
         self._wrap_distributed()
         main = self.rank == 0  # distributed: rank 0 alone logs, validates and checkpoints
         sums: dict[str, torch.Tensor] = {}
@@ -331,7 +341,7 @@ class Trainer:
             terms = {k: v.detach().float() for k, v in out.items() if torch.is_tensor(v) and v.dim() == 0}
             terms.update({f"aux_{k}": v.detach().float() for k, v in out.get("aux", {}).items()})
             self.step += 1
-            model.after_step(self)  # e.g. the ICM committee reviving inactive experts
+            model.after_step(self.context())  # e.g. the ICM committee reviving inactive experts
             finite = torch.isfinite(out.loss.detach())
             for v in out.get("aux", {}).values():  # an aux loss (a discriminator's) trains parameters too
                 finite = finite & torch.isfinite(v.detach())
@@ -367,7 +377,7 @@ class Trainer:
                     self.tracker.log_metric(name, value, step=self.step, context="val")
                 for name, image in self.model.track_images().items():
                     self.tracker.log_image(name, image, step=self.step, context="train")
-            stop = model.should_stop(self) if due_val and main else None
+            stop = model.should_stop(self.context()) if due_val and main else None
             if due_val and self.world > 1:  # rank 0 decides (and keeps its reason); every rank stops with it
                 flag = distributed.all_reduce_(torch.tensor(float(stop is not None), device=self.device), "max")
                 stop = stop or ("stopped by rank 0" if int(flag) else None)

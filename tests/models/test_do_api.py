@@ -4,29 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from causalrep.build import build_model, model_kinds
+from causalrep.build import build_model
 
 from conftest import tiny_spec
-from test_contract import contract_spec
+from test_contract import contract_spec, kinds_with
 from test_structural import PENDULUM
 
 
-@pytest.fixture(params=model_kinds())
+@pytest.fixture(params=kinds_with("do_noise"))
 def model(request):
-    model = build_model(contract_spec(request.param)).eval()
-    if not model.reconstructs:  # the ICM committee's do() is mechanism-level: tests/models/test_icm.py
-        pytest.skip(f"{type(model).__name__} has no latent SCM for on='value' / on='noise'")
-    return model
-
-
-def test_setting_every_node_to_its_own_value_reproduces_the_reconstruction(model):
-    # do(V := V(x)) for all nodes at once is no intervention: the decoder must give back reconstruct(x)
-    x = torch.rand(3, 1, 16, 16)
-    try:
-        out = model.do(x, model.node_values(x))
-    except NotImplementedError:
-        pytest.skip(f"{type(model).__name__} has no value-level do()")
-    assert torch.allclose(out, model.reconstruct(x), atol=1e-6)
+    return build_model(contract_spec(request.param)).eval()
 
 
 def test_noise_do_equals_counterfactual_and_sets_the_latent(model):

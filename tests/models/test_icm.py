@@ -20,7 +20,7 @@ from causalrep.spec.schema import ExpertsGraphSpec
 from causalrep.train import Trainer
 from causalrep.train.distributed import NullTracker
 
-from conftest import TINY
+from conftest import TINY, fit_context
 
 
 def committee(n: int = 4, *, resolution: int = 16, **kw) -> ICMCommittee:
@@ -215,8 +215,9 @@ def test_do_errors_name_what_is_allowed():
         model.do(x, {"expert": 3})
     with pytest.raises(ValueError, match=r"\(2,\) indices; got shape \(3,\)"):
         model.do(x, {"expert": torch.tensor([0, 1, 2])})
-    with pytest.raises(NotImplementedError, match="no decoder"):
-        model.decode(torch.zeros(2, 3))
+    # not an autoencoder: no decoder, and nothing but the mechanism-level do() is declared (test_contract.py)
+    assert not isinstance(model, LatentModel) and not hasattr(model, "decode")
+    assert model.supports == {"do_mechanism"} and model.find_unused_parameters
     with pytest.raises(ValueError, match="needs the canonical batch"):
         committee(3)(x)
 
@@ -230,18 +231,14 @@ def test_revival_copies_the_busiest_experts_into_the_inactive_ones():
     opt.step()  # every expert has Adam moments
     model.win_counts.copy_(torch.tensor([0.0, 30.0, 2.0, 1.0]))  # shares 0, 0.909, 0.061, 0.030
 
-    class Trainer:
-        step, optimizer, rank = 4, opt, 0
-        tracker = type("T", (), {"log_metric": lambda *a, **k: None})()
-
-    trainer = Trainer()
-    model.after_step(trainer)  # step 4: not a check
+    logged = []
+    model.after_step(fit_context(step=4, optimizer=opt, logged=logged))  # step 4: not a check
     assert model.win_counts.sum() == 33 and not model.revived
     before = {j: {k: v.clone() for k, v in model.experts[j].state_dict().items()} for j in range(4)}
-    trainer.step = 5
-    model.after_step(trainer)
+    model.after_step(fit_context(step=5, optimizer=opt, logged=logged))
     # inactive (share < 0.05): expert 0 then 3, least won first; sources: the busiest first, 1 then 2
     assert model.revived == [(5, 0, 1), (5, 3, 2)]
+    assert logged == [("revived_expert0", 1, 5, "train"), ("revived_expert3", 2, 5, "train")]
     assert model.win_counts.sum() == 0
     for dead, src in ((0, 1), (3, 2)):
         new = model.experts[dead].state_dict()
@@ -334,17 +331,16 @@ def test_assignment_stability_is_the_share_of_probe_images_keeping_their_winner(
 
 def test_convergence_criterion_counts_stable_checks_after_the_last_revival():
     # 004 sec 3 item 2b: stop once assignments hold; here >= 0.95 at 3 validation steps in a row after step 100
-    from types import SimpleNamespace
-
     model = committee(3, revive_every=50, revive_until=100, stop_stability=0.95, stop_checks=3)
     verdicts = []
     for step, stability in [(50, 1.0), (100, 1.0), (150, 0.97), (200, 0.94), (250, 0.96), (300, 0.99),
                             (350, 0.95)]:
         model._stability = stability
-        verdicts.append(model.should_stop(SimpleNamespace(step=step, val_every=50)))
+        verdicts.append(model.should_stop(fit_context(step=step, val_every=50)))
     # steps 50 and 100 still revive (not counted); 200 breaks the streak; 250, 300, 350 complete it
     assert verdicts[:-1] == [None] * 6 and verdicts[-1].startswith("converged")
-    assert committee(3).should_stop(SimpleNamespace(step=10 ** 6)) is None  # off by default
+    assert verdicts[-1].endswith("(50 steps apart; 004 sec 3 item 2b)")
+    assert committee(3).should_stop(fit_context(step=10 ** 6)) is None  # off by default
     with pytest.raises(ValueError, match="stop_stability"):
         committee(3, stop_stability=1.5)
 
