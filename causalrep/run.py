@@ -17,8 +17,12 @@ from .spec import load_spec
 from .train import distributed
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m causalrep.run", description="Train, evaluate and report one spec.",
+PROG = "python -m causalrep.run"
+
+
+def parse_args(argv=None, prog: str = PROG) -> argparse.Namespace:
+    """The options of one run; `prog` names the command in --help (`causalrep run` for the console script)."""
+    p = argparse.ArgumentParser(prog=prog, description="Train, evaluate and report one spec.",
                                 usage="%(prog)s SPEC [--set KEY=VALUE ...] [--check] [options]  (or --resume RUN_DIR)")
     p.add_argument("spec", nargs="?", help="spec YAML file (omit with --resume)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -64,8 +68,8 @@ def check(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def main(argv=None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
     if args.check:
         return check(args)
     with one_line_warnings():  # e.g. "warning: checkpoint ...: truncated or corrupted ...; using the previous ..."

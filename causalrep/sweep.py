@@ -410,8 +410,8 @@ def run_sweep(sweep: Sweep, *, dry_run: bool = False, progress: bool = True,
 
 
 # ----------------------------------------------------------------------------------------- CLI
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m causalrep.sweep",
+def main(argv=None, prog: str = "python -m causalrep.sweep") -> int:
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Expand a sweep file into runs and run them (docs/sweeps.md).")
     p.add_argument("sweep", help="sweep YAML file")
     p.add_argument("--out", help="folder of the sweep's run folders and Aim repo (default: runs/<sweep name>)")

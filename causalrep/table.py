@@ -268,8 +268,8 @@ def splice_docs(path: Path, source: str, text: str) -> None:
     path.write_text(doc[:start + len(begin)] + text + doc[end:])
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m causalrep.table",
+def main(argv=None, prog: str = "python -m causalrep.table") -> int:
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Tabulate finished runs: model x metric, mean ± std over seeds.")
     p.add_argument("runs", nargs="+", help="run folders, or directories searched for them (e.g. a sweep's --out)")
     p.add_argument("--metrics", help="comma-separated metric names, 'table1' (001 Table 1) or 'all' (default; "
