@@ -31,6 +31,10 @@ class GroundTruthDataset:
     resolution: int = 64
     # metrics that cannot be computed on this dataset: name -> why (validate_spec names evaluate.metrics[i])
     unavailable_metrics: dict[str, str] = {}
+    # DataSpec keys a dataset reading your own files needs (key -> what it is; data/user.py); build reads them
+    spec_keys: dict[str, str] = {}
+    # DataSpec keys holding file paths, resolved against the spec file's folder when relative (build.resolve_paths)
+    path_keys: tuple[str, ...] = ("path",)
 
     @property
     def num_factors(self) -> int:
