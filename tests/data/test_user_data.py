@@ -254,6 +254,9 @@ def test_spec_errors_name_the_key(tmp_path):
     with pytest.raises(SpecError, match=r"evaluate.metrics\[1\]: metric 'shd' cannot be computed on dataset 'folder': "
                                         "your own data has no known true graph"):
         load_spec(data=folder_spec(images=str(folder), factors=str(path)), overrides=["evaluate.metrics=[mig, shd]"])
+    with pytest.raises(SpecError, match="graph.from_dataset: the dataset exposes no true graph"):
+        load_spec(data={**folder_spec(images=str(folder), factors=str(path)),
+                        "graph": {"kind": "dag", "from_dataset": True}})
     write_folder(tmp_path, header=("name", "x", "k", "shape"))
     with pytest.raises(SpecError, match=r"data: .*factors.csv, line 1: no column 'file'"):
         check_spec(load_spec(data=folder_spec(images=str(folder), factors=str(path))))
@@ -294,3 +297,19 @@ def test_folder_of_pngs_trains_and_evaluates_through_the_cli(tmp_path):
     assert "## factors" in report and "| position | 40 | 5 equal-width bins |" in report
     edges = ", ".join(f"{e:.4g}" for e in factors[0]["edges"])
     assert edges in report
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_cli_reports_bad_data_in_one_line_with_exit_code_2(tmp_path, capsys, check):
+    import yaml
+
+    from causalrep.run import main
+
+    write_folder(tmp_path, rows=[["im0.png", 1, 2, "a"], ["im1.png", 3, 4, "b"], ["gone.png", 5, 6, "c"]])
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(folder_spec(images="imgs", factors="factors.csv")))
+    argv = [str(tmp_path / "s.yaml"), "--out", str(tmp_path / "runs"), "--no-progress"] + (["--check"] if check else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith("error: ") and err[0].endswith(f"factors.csv, line 4: image file not found: "
+                                                            f"{tmp_path / 'imgs' / 'gone.png'}")
