@@ -313,3 +313,29 @@ def test_cli_reports_bad_data_in_one_line_with_exit_code_2(tmp_path, capsys, che
     assert len(err) == 1 and "Traceback" not in err[0]
     assert err[0].startswith("error: ") and err[0].endswith(f"factors.csv, line 4: image file not found: "
                                                             f"{tmp_path / 'imgs' / 'gone.png'}")
+
+
+def test_betavae_and_factorvae_scores_fix_a_factor_through_the_rows(tmp_path):
+    """A representation that is the factor indices themselves scores 1 on both: fixing factor y (rows whose y has
+    the value) leaves dim y constant and moves the others. 24 rows: x (24 values, 4 bins of 6), k = i % 2,
+    s = (i // 2) % 3, which vary independently over the rows; row i's image is the constant level 10 i."""
+    from causalrep.metrics.interventional import betavae_score, factorvae_score
+
+    n = 24
+    factors = np.stack([np.arange(n) * 0.5, np.arange(n) % 2, (np.arange(n) // 2) % 3], axis=1).astype(float)
+    level = (np.arange(n) * 10).astype(np.uint8)
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.create_dataset("images", data=np.broadcast_to(level[:, None, None], (n, 4, 4)).copy())
+        f.create_dataset("factors", data=factors)
+    ds = HDF5Images(path=str(tmp_path / "d.h5"), images="images", factors="factors", resolution=8, factor_bins=4)
+    assert ds.factor_sizes == (4, 2, 3)
+
+    def encode(x):  # image -> its row (the grey level) -> the row's factor indices
+        rows = x[:, 0, 0, 0].mul(255).round().div(10).round().long().numpy()
+        return torch.as_tensor(ds.index_to_factors(rows), dtype=torch.float32)
+
+    b = betavae_score(encode, ds, np.random.default_rng(0), batch_size=16, num_train=60, num_eval=30, chunk=256)
+    assert b == {"train_accuracy": 1.0, "eval_accuracy": 1.0}
+    fv = factorvae_score(encode, ds, np.random.default_rng(0), batch_size=16, num_train=60, num_eval=30,
+                         num_variance_estimate=200, chunk=256)
+    assert fv == {"train_accuracy": 1.0, "eval_accuracy": 1.0, "num_active_dims": 3.0}
