@@ -81,7 +81,7 @@ def resolve_paths(tree: dict, folder: Path) -> dict:
         if isinstance(value, str) and value:
             try:
                 p = Path(value).expanduser()
-            except RuntimeError:  # ~user with no such user: left for the loader's "not found"
+            except (RuntimeError, ValueError):  # ~user with no such user, a NUL byte: left for "file not found"
                 continue
             data[key] = str(p if p.is_absolute() else folder / p)
     return {**tree, "data": data}
