@@ -20,7 +20,7 @@ from .graph.latent import LatentGraph
 from .metrics import METRICS
 from .models.trainable import MODELS, BuildContext, Trainable
 from .report import read_baseline
-from .spec.load import load_spec, register_check
+from .spec.load import load_spec, register_check, register_resolver
 from .spec.schema import ChainGraphSpec, ModelSpec, PatternPerturbationSpec, Spec, UniformPerturbationSpec
 from .train.checkpoint import CHECKPOINT, load_latest
 from .train.transfer import checkpoint_path
@@ -32,7 +32,9 @@ def build_dataset(spec: Spec) -> GroundTruthDataset:
     d = spec.data
     if d.name not in DATASETS:
         raise SpecError("data.name", f"unknown dataset {d.name!r}; allowed: {', '.join(DATASETS.names())}")
-    if d.path is None:
+    if DATASETS.get(d.name).spec_keys:  # your own data (data/user.py) reads its keys itself
+        dataset = DATASETS.get(d.name).from_spec(d)
+    elif d.path is None:
         dataset = DATASETS.get(d.name)(resolution=d.resolution)
     elif d.name in FILE_LOADERS:
         dataset = FILE_LOADERS.get(d.name)(path=d.path, resolution=d.resolution)
@@ -65,16 +67,52 @@ def build_graph(spec: Spec, true_graph=None) -> LatentGraph:
     return GRAPHS.get(spec.graph.KIND)(spec.graph, latent_dim=latent_dim, true_graph=true_graph)
 
 
+@register_resolver  # load_spec runs it on the spec file's tree (its folder), then on the final one (the cwd)
+def resolve_paths(tree: dict, folder: Path) -> dict:
+    """Plain spec data with the dataset's relative file paths (its class's path_keys: data.path, the folder
+    dataset's data.images and data.factors) joined to `folder`; anything else is left as it is."""
+    data = tree.get("data")
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or name not in DATASETS:
+        return tree
+    data = dict(data)
+    for key in DATASETS.get(name).path_keys:
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            try:
+                p = Path(value).expanduser()
+            except (RuntimeError, ValueError):  # ~user with no such user, a NUL byte: left for "file not found"
+                continue
+            data[key] = str(p if p.is_absolute() else folder / p)
+    return {**tree, "data": data}
+
+
+FILE_KEYS = ("path", "images", "factors")  # DataSpec keys naming files or keys in them
+
+
 @register_check  # load_spec(check=True) runs it (the spec package cannot import the builder)
 def validate_spec(spec: Spec) -> None:
     """Cross-section rules that the schema alone cannot express; each error names its key path."""
     if spec.data.name not in DATASETS:
         raise SpecError("data.name", f"unknown dataset {spec.data.name!r}; allowed: {', '.join(DATASETS.names())}")
+    dataset_class = DATASETS.get(spec.data.name)
+    wanted = dataset_class.spec_keys  # your own data: the keys it reads; the others read data.path at most
+    for key in FILE_KEYS:
+        value = getattr(spec.data, key)
+        if key in wanted and value is None:
+            raise SpecError(f"data.{key}", f"dataset {spec.data.name!r} needs {wanted[key]}")
+        if value is not None and key not in wanted and (wanted or key != "path"):
+            users = [n for n in DATASETS.names() if key in DATASETS.get(n).spec_keys]
+            raise SpecError(f"data.{key}", f"dataset {spec.data.name!r} does not read it (datasets that do: "
+                                           f"{', '.join(users)})")
     model_class(spec)
     res = spec.data.resolution  # at least 8: the schema's range
     for i, m in enumerate(spec.evaluate.metrics):
         if m not in METRICS:
             raise SpecError(f"evaluate.metrics[{i}]", f"unknown metric {m!r}; allowed: {', '.join(METRICS.names())}")
+        if m in dataset_class.unavailable_metrics:
+            raise SpecError(f"evaluate.metrics[{i}]", f"metric {m!r} cannot be computed on dataset "
+                                                      f"{spec.data.name!r}: {dataset_class.unavailable_metrics[m]}")
     for key in ("encoder", "decoder"):
         sub = getattr(spec.model, key, None)
         blocks = getattr(sub, "blocks", None)
@@ -153,6 +191,8 @@ def train_split_size(spec: Spec) -> int:
     counts its class defaults: set the model's dataset_size explicitly there.
     """
     d = spec.data
+    if DATASETS.get(d.name).spec_keys:  # your own data: the rows are only known once the files are read
+        return len(build_split(spec, build_dataset(spec)).train)
     registry = FILE_LOADERS if d.path is not None and d.name in FILE_LOADERS else DATASETS
     cls = registry.get(d.name)
     grid = GroundTruthDataset()  # a stand-in carrying only the factor grid

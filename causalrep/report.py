@@ -15,6 +15,7 @@ from .data.base import GroundTruthDataset, Split
 from .errors import SpecError
 from .figures import axis_labels, labelled_grid, matrix_heatmap
 from .generate import sample_images
+from .graph.draw import draw_graph
 from .models.base import LatentModel
 from .models.trainable import Trainable
 from .track.base import Tracker
@@ -63,6 +64,8 @@ def write_report(*, model: Trainable, dataset: GroundTruthDataset, split: Split,
                 continue
             s = sample_images(model, 64, method, gen)  # (64, C, H, W) -> an 8 x 8 grid
             grids[f"samples_{method}"] = labelled_grid(s.view(8, 8, *s.shape[1:]), title=f"{method} samples")
+        if getattr(model, "learned_graph", None) is None:  # a learned graph: the model draws it (learned_graph.png)
+            grids["graph"] = draw_graph(model.graph.nx)  # the latent SCM of `graph:`, networkx's circular layout
     grids.update(model.report_images(x))  # model-specific figures (attention maps, adjacency, committee)
     for name, value in metrics.items():  # matrix-valued metrics (the ICM win proportions) as heat maps
         if _is_matrix(value):
@@ -74,9 +77,12 @@ def write_report(*, model: Trainable, dataset: GroundTruthDataset, split: Split,
         files[name] = path
         if tracker is not None:
             tracker.log_image(name, grid, step=step, context="report")
+    factors = dataset.factor_table()  # your own data: how each factor was made discrete for the metrics
+    if factors:
+        files["factors"] = write_json_atomic(run_dir / "factors.json", factors)
     files["report"] = run_dir / "report.md"
     files["report"].write_text(markdown(metrics, files, title=run_dir.parent.name + " / " + run_dir.name,
-                                        baseline=baseline))
+                                        baseline=baseline, factors=factors))
     files["metrics"] = write_json_atomic(run_dir / "metrics.json", metrics)
     return files
 
@@ -167,9 +173,29 @@ def _value(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, (float, np.floating)) else str(v)
 
 
-def markdown(metrics: dict[str, Any], files: dict[str, Path], title: str, baseline: Baseline | None = None) -> str:
+def factor_lines(factors: list[dict]) -> list[str]:
+    """report.md's table of how each factor was made discrete (GroundTruthDataset.factor_table)."""
+    lines = ["", "## factors", "", "Continuous factors are cut into equal-width bins for the metrics "
+             "(disentanglement_lib's histogram discretiser); a factor with at most that many distinct values keeps "
+             "each value as its own index.", "",
+             "| factor | distinct values | treated as | indices | bin edges / values |", "|---|---|---|---|---|"]
+    for f in factors:
+        if f["kind"] == "binned":
+            how = f"{f['bins']} equal-width bins"
+            detail = ", ".join(f"{e:.4g}" for e in f["edges"])
+            if f["empty_bins"]:
+                detail += f" (empty, no index: bins {', '.join(str(b + 1) for b in f['empty_bins'])})"
+        else:
+            how = f["kind"]
+            detail = ", ".join(v if isinstance(v, str) else f"{v:.6g}" for v in f["values"])
+        lines.append(f"| {f['factor']} | {f['distinct']} | {how} | {f['size']} | {detail} |")
+    return lines
+
+
+def markdown(metrics: dict[str, Any], files: dict[str, Path], title: str, baseline: Baseline | None = None,
+             factors: list[dict] | None = None) -> str:
     """report.md: the metric table (with the baseline's mean beside each metric it has), matrices as their own
-    tables, then every grid, linked relative to the run folder."""
+    tables, how the factors were discretised (your own data), then every grid, linked relative to the run folder."""
     lines = [f"# {title}", ""]
     if baseline is not None:
         lines += [f"Beside each metric: the mean of {baseline.label}, trained with the same budget.", "",
@@ -186,6 +212,8 @@ def markdown(metrics: dict[str, Any], files: dict[str, Path], title: str, baseli
         lines.append(row)
     for k, v in sorted(matrices.items()):
         lines += _matrix_table(k, v, metrics)
+    if factors:
+        lines += factor_lines(factors)
     for name, path in files.items():
         if path.suffix == ".png":
             lines += ["", f"## {name.replace('_', ' ')}", "", f"![{name}]({path.name})"]

@@ -29,6 +29,12 @@ class GroundTruthDataset:
     factor_value_names: dict[str, tuple[str, ...]] = {}
     channels: int = 1
     resolution: int = 64
+    # metrics that cannot be computed on this dataset: name -> why (validate_spec names evaluate.metrics[i])
+    unavailable_metrics: dict[str, str] = {}
+    # DataSpec keys a dataset reading your own files needs (key -> what it is; data/user.py); build reads them
+    spec_keys: dict[str, str] = {}
+    # DataSpec keys holding file paths, resolved against the spec file's folder when relative (build.resolve_paths)
+    path_keys: tuple[str, ...] = ("path",)
 
     @property
     def num_factors(self) -> int:
@@ -47,6 +53,20 @@ class GroundTruthDataset:
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """(n, K) int64 factor indices drawn uniformly and independently per factor."""
         return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=1).astype(np.int64)
+
+    def fix_factor(self, factors: np.ndarray, which: np.ndarray, values: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+        """(N, K) factors drawn by sample_factors with factor which[i] of row i set to values[i], the rest kept as
+        the dataset's distribution given that value allows: on a full grid (independent factors) that is the
+        row itself with one entry overwritten (no draw from rng). What the BetaVAE, FactorVAE and fairness
+        scores use to fix one factor and vary the others; datasets that are not grids override it."""
+        out = np.array(factors, dtype=np.int64, copy=True)
+        out[np.arange(len(out)), which] = values
+        return out
+
+    def factor_table(self) -> list[dict]:
+        """How the factors were made discrete, for the report (one dict per factor); a grid's are already."""
+        return []
 
     def index_to_factors(self, index: np.ndarray) -> np.ndarray:
         return np.stack(np.unravel_index(np.asarray(index, dtype=np.int64), self.factor_sizes), axis=1)

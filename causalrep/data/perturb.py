@@ -51,6 +51,12 @@ class PerturbedDataset(GroundTruthDataset):
     def factors_to_index(self, factors):
         return self.base.factors_to_index(factors)
 
+    def fix_factor(self, factors, which, values, rng):
+        return self.base.fix_factor(factors, which, values, rng)
+
+    def factor_table(self):
+        return self.base.factor_table()
+
     def images(self, factors: np.ndarray, device=None) -> torch.Tensor:
         x = self.base.images(factors) if device is None else self.base.images(factors, device=device)
         y = x + self.delta(np.asarray(factors), x)

@@ -59,15 +59,31 @@ def j_center(j: int) -> int:
     return j * CELL + CELL // 2
 
 
-def draw_graph(g: nx.DiGraph, size: int = 360) -> torch.Tensor:
-    """(3, size, size) drawing of a DAG: nodes on networkx's circular layout, arrows parent -> child."""
+DISC_R = 22  # node disc radius in pixels
+MARGIN = 70  # canvas border around the layout (room for the names under the discs)
+MAX_SIDE = 2048  # largest automatic canvas: past ~115 nodes neighbouring discs touch
+
+
+def graph_side(n: int, least: int = 360) -> int:
+    """Canvas side that keeps neighbouring discs of an n-node circular layout 8 px apart: the chord between
+    neighbours, 2 R sin(pi / n), at least 2 DISC_R + 8, R the layout's radius in pixels; at least `least`."""
+    if n < 2:
+        return least
+    radius = (DISC_R + 4) / math.sin(math.pi / n)
+    return int(min(MAX_SIDE, max(least, math.ceil(2 * radius + 2 * MARGIN))))
+
+
+def draw_graph(g: nx.DiGraph, size: int | None = None) -> torch.Tensor:
+    """(3, size, size) drawing of a DAG: nodes on networkx's circular layout, arrows parent -> child; the
+    default size is graph_side(number of nodes): 360 px up to 13 nodes, larger beyond so discs do not overlap."""
     nodes = list(g.nodes)
+    size = graph_side(len(nodes)) if size is None else size
     pos = nx.circular_layout(g) if nodes else {}
     img = Image.new("RGB", (size, size), "white")
     d = ImageDraw.Draw(img)
     font = _font()
-    r = 22
-    margin = 70
+    r = DISC_R
+    margin = MARGIN
 
     def xy(v) -> tuple[float, float]:
         px, py = pos[v]

@@ -3,27 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 
-# disentanglement_lib's metric configs bind `discretizer.num_bins = 20` with `@histogram_discretizer`
-NUM_BINS = 20
+from ..data.discretize import NUM_BINS, histogram_bins
 
 
 def histogram_discretize(x: np.ndarray, num_bins: int = NUM_BINS) -> np.ndarray:
     """(N, D) values -> (N, D) int64 bin labels in 1..num_bins, one equal-width histogram per column.
 
-    Follows disentanglement_lib's `utils._histogram_discretize`: the edges are those of
-    `np.histogram(column, num_bins)` (so a constant column gets the range (v - 0.5, v + 0.5), as numpy
-    does) and the label is `np.digitize(column, edges[:-1])`, i.e. the number of left edges <= value;
-    the maximum therefore falls in the last bin. We loop over the D columns (cheap: D small, each a
-    vectorised searchsorted) rather than the N values; the reference works on (D, N), we on (N, D).
+    Follows disentanglement_lib's `utils._histogram_discretize` (data.discretize.histogram_bins, one column at a
+    time: cheap, D is small and each column one vectorised searchsorted); the reference works on (D, N), we on (N, D).
     """
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"histogram_discretize: expected an (N, D) array, got shape {x.shape}")
     out = np.empty(x.shape, dtype=np.int64)
     for j in range(x.shape[1]):
-        edges = np.histogram_bin_edges(x[:, j], bins=num_bins)  # (num_bins + 1,), numpy's own edges
-        # searchsorted(side="right") counts the left edges <= value: np.digitize's rule for increasing bins
-        out[:, j] = np.searchsorted(edges[:-1], x[:, j], side="right")
+        out[:, j] = histogram_bins(x[:, j], num_bins)[0]
     return out
 
 

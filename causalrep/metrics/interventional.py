@@ -4,6 +4,8 @@ Each follows disentanglement_lib (beta_vae.py, factor_vae.py, fairness.py) with 
 but samples many points per call: the factors of a whole chunk of points are drawn at once and
 their images rendered and encoded together, instead of one `representation_function` call per
 point. The sampled distribution is the reference's; the random stream is not (numpy Generator).
+Fixing a factor goes through dataset.fix_factor: on a full grid it overwrites the one entry, as the reference
+does; a dataset of rows that is no grid (data/user.py) draws rows whose discretised factor has the fixed value.
 """
 from __future__ import annotations
 
@@ -57,9 +59,10 @@ def _betavae_points(encode: Encode, dataset: GroundTruthDataset, rng: np.random.
             y = labels[s:s + step]
             p = len(y)
             f1 = dataset.sample_factors(p * batch_size, rng).reshape(p, batch_size, K)
-            f2 = dataset.sample_factors(p * batch_size, rng).reshape(p, batch_size, K)
-            pts = np.arange(p)
-            f2[pts, :, y] = f1[pts, :, y]  # pair l of point i shares factor y_i
+            f2 = dataset.sample_factors(p * batch_size, rng)
+            which = np.repeat(y, batch_size)  # pair l of point i shares factor y_i
+            f2 = dataset.fix_factor(f2, which, f1.reshape(-1, K)[np.arange(p * batch_size), which],
+                                    rng).reshape(p, batch_size, K)
             z = represent(encode, dataset, np.concatenate([f1, f2]).reshape(-1, K), chunk=chunk)
             z = z.reshape(2, p, batch_size, -1)
             feats.append(np.mean(np.abs(z[0] - z[1]), axis=1))  # (p, D)
@@ -99,8 +102,9 @@ def _factorvae_votes(encode: Encode, dataset: GroundTruthDataset, rng: np.random
             y = labels[s:s + step]
             p = len(y)
             f = dataset.sample_factors(p * batch_size, rng).reshape(p, batch_size, K)
-            pts = np.arange(p)
-            f[pts, :, y] = f[pts, 0, y][:, None]  # factor y_i takes the first sample's value in batch i
+            first = f[np.arange(p), 0, y]  # factor y_i takes the first sample's value in batch i
+            f = dataset.fix_factor(f.reshape(-1, K), np.repeat(y, batch_size), np.repeat(first, batch_size),
+                                   rng).reshape(p, batch_size, K)
             z = represent(encode, dataset, f.reshape(-1, K), chunk=chunk).reshape(p, batch_size, -1)
             local = np.var(z[:, :, idx], axis=1, ddof=1)  # (p, active)
             np.add.at(votes, (y, idx[np.argmin(local / global_var[idx], axis=1)]), 1)
@@ -190,9 +194,10 @@ def fairness(encode: Encode, dataset: GroundTruthDataset, rng: np.random.Generat
               delay=BAR_DELAY) as bar:
         for j in range(K):
             base = dataset.sample_factors(num_test_points_per_class, rng)
-            f = np.repeat(base[None], sizes[j], axis=0)  # (values of v_j, points, K)
-            f[:, :, j] = np.arange(sizes[j])[:, None]
-            z = represent(encode, dataset, f.reshape(-1, K), chunk=chunk, bar=bar)
+            f = np.repeat(base[None], sizes[j], axis=0).reshape(-1, K)  # (values of v_j x points, K)
+            f = dataset.fix_factor(f, np.full(len(f), j), np.repeat(np.arange(sizes[j]), num_test_points_per_class),
+                                   rng)  # do(v_j = c) for every value c
+            z = represent(encode, dataset, f, chunk=chunk, bar=bar)
             for i in range(K):
                 if i == j:
                     continue

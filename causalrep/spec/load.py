@@ -23,6 +23,27 @@ def register_check(fn: Callable[[Spec], None]) -> Callable[[Spec], None]:
     return fn
 
 
+# Relative file paths in a spec file mean "beside this file", in --set overrides and plain data "in the working
+# directory". Which keys hold paths depends on the dataset (data.images is a folder for `folder`, an HDF5 key for
+# `hdf5`), known only above the spec: the builder registers fn(tree, folder) -> tree (build.resolve_paths), and
+# load_spec runs it on the file's tree with the file's folder, then on the final tree with the working directory,
+# so the Spec (and a run folder's spec.yaml) holds absolute paths.
+_RESOLVERS: list[Callable[[dict, Path], dict]] = []
+
+
+def register_resolver(fn: Callable[[dict, Path], dict]) -> Callable[[dict, Path], dict]:
+    """Make fn(tree, folder) -> tree turn the relative paths of plain spec data absolute; a decorator."""
+    if fn not in _RESOLVERS:
+        _RESOLVERS.append(fn)
+    return fn
+
+
+def _resolve(tree: dict, folder: Path) -> dict:
+    for fn in _RESOLVERS:
+        tree = fn(tree, folder)
+    return tree
+
+
 def deep_merge(base: dict, child: dict) -> dict:
     """child over base; mappings merge key by key, except that a section whose `kind`
     changes is replaced whole (the base's kind-specific keys would not fit the new kind)."""
@@ -167,13 +188,17 @@ def load_spec(path: str | Path | None = None, overrides: Iterable[str] = (), *, 
               check: bool = True) -> Spec:
     """Load and validate a spec file (or plain `data`), applying `--set` overrides in order.
 
+    Relative file paths in `data:` are made absolute (the spec file's folder, else the working directory).
     With `check`, cross-section rules (graph vs latent_dim, dataset names, ...) are checked too, by the
     functions registered with register_check (build.validate_spec, which builds the latent graph); every
     problem is a SpecError naming the key path.
     """
     tree: dict[str, Any] = load_tree(path) if path is not None else dict(data or {})
+    if path is not None:
+        tree = _resolve(tree, Path(path).resolve().parent)  # load_tree read it, so the path resolves
     for ov in overrides:
         tree = apply_override(tree, ov)
+    tree = _resolve(tree, Path.cwd())
     spec = from_dict(Spec, tree)
     if check:
         if not _CHECKS:  # importing causalrep imports causalrep.build, which registers them: never in practice

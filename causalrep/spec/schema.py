@@ -76,7 +76,16 @@ class DataSpec:
                             range=RESOLUTION)
     split: tuple[float, ...] = field((0.7, 0.1, 0.2), help="train/val/test fractions of the dataset (001 sec 3)",
                                      range=SHARE)
-    path: str | None = field(None, help="a real dataset file to load instead of the procedural generator")
+    path: str | None = field(None, help="a real dataset file to load instead of the procedural generator (hdf5: "
+                                        "your own file). Relative file paths in data: are taken from the spec "
+                                        "file's folder, from the working directory when given by --set")
+    images: str | None = field(None, help="your own data: folder = the folder of image files, hdf5 = the key of "
+                                          "the images dataset (docs/datasets.md, \"Your own data\")")
+    factors: str | None = field(None, help="your own data: folder = the CSV of factor values (a `file` column, "
+                                           "then one column per factor), hdf5 = the key of the factors dataset")
+    factor_bins: int = field(20, range="[2, 65536]", help="your own data: a factor with more distinct values "
+                             "is cut into this many equal-width bins for the metrics (disentanglement_lib's "
+                             "histogram discretiser); one with at most this many keeps each value")
     include: dict[str, tuple[int | str, ...]] = field(attrs.Factory(dict), help="keep only images whose factor "
                                                       "takes one of these values (index or name), e.g. {shape: [cube]}",
                                                       range=INDEX)
