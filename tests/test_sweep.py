@@ -15,6 +15,7 @@ import yaml
 from causalrep import sweep as sw
 from causalrep import table as tb
 from causalrep.errors import SpecError
+from causalrep.spec.sweep import HeldoutSpec
 from causalrep.experiment import Experiment
 from causalrep.train import load_checkpoint
 
@@ -99,20 +100,40 @@ models:
 
 @pytest.mark.parametrize("data, where, words", [
     ({"name": "x", "specs": ["specs/ae.yaml"], "seed": [0]}, "seed", "unknown key; allowed: name"),
-    ({"specs": ["specs/ae.yaml"]}, "name", "expected a name"),
+    ({"specs": ["specs/ae.yaml"]}, "name", "missing required key (str): sweep name"),
+    ({"name": "a/b", "specs": ["specs/ae.yaml"]}, "name", "expected a name of letters, digits"),
     ({"name": "x", "specs": ["specs/nope.yaml"]}, "specs[0]", "spec file not found"),
+    ({"name": "x", "specs": "specs/ae.yaml"}, "specs", "expected list of str, got 'specs/ae.yaml'"),
     ({"name": "x"}, "specs", "at least one model"),
-    ({"name": "x", "specs": ["specs/ae.yaml"], "seeds": [0, "one"]}, "seeds[1]", "expected a non-negative int"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "seeds": [0, "one"]}, "seeds[1]", "expected int, got 'one'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "seeds": [0, -1]}, "seeds[1]", "expected an int in [0, 4294967295]"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "seeds": [1, 1]}, "seeds", "repeated seeds in [1, 1]"),
     ({"name": "x", "specs": ["specs/ae.yaml"], "grid": {"train.lr": []}}, "grid.train.lr", "non-empty list"),
-    ({"name": "x", "specs": ["specs/ae.yaml"], "overrides": {"train..lr": 1}}, "overrides.train..lr", "dotted key"),
-    ({"name": "x", "specs": ["specs/ae.yaml"], "launcher": "slurm"}, "launcher", "allowed: local, torchrun"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "overrides": {"train..lr": 1}}, "overrides.'train..lr'",
+     "expected a dotted key path such as train.steps"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "launcher": "sbatch"}, "launcher",
+     "allowed: local, torchrun, slurm"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "nproc": 0}, "nproc", "expected an int in [1, 1024], got 0"),
     ({"name": "x", "specs": ["specs/ae.yaml"], "stages": [{"name": "a", "overrides": {"train.init_from": "@b"}},
                                                           {"name": "b"}]},
      "stages[0].overrides.train.init_from", "unknown stage '@b'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "stages": [{"name": "a"}, {"name": "a"}]}, "stages[1].name",
+     "stage 'a' appears twice"),
     ({"name": "x", "specs": ["specs/ae.yaml"], "stages": [{"name": "a", "steps": 3}]}, "stages[0].steps",
      "unknown key"),
     ({"name": "x", "specs": ["specs/ae.yaml"], "heldout": {"h": {"include": {"shape": "heart"}}}},
+     "heldout.h.include.shape", "expected list of int or str, got 'heart'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "heldout": {"h": {"include": {"shape": []}}}},
      "heldout.h.include.shape", "non-empty list"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "heldout": {"h": {"split": "train"}}}, "heldout.h.split",
+     "'train' is not allowed; allowed: val, test"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "slurm": {"gpus_per_task": "two"}}, "slurm.gpus_per_task",
+     "expected int, got 'two'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "slurm": {"mem": "lots"}}, "slurm.mem", "such as 64G"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "slurm": {"sbatch": {"--qos": "high"}}}, "slurm.sbatch.--qos",
+     "expected an sbatch option name without '--'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "slurm": {"cluster": "aws"}}, "slurm.cluster",
+     "allowed: slurm, local"),
 ])
 def test_bad_sweeps_name_the_key_path(tmp_path, tiny_specs, data, where, words):
     f = write(tmp_path / "bad.yaml", data)
@@ -420,6 +441,6 @@ def test_add_heldout_scores_only_the_sets_a_run_lacks(tmp_path, tiny_specs, monk
     monkeypatch.setattr(sw, "heldout_metrics", fake)  # the name sweep calls (imported from causalrep.heldout)
     sw.add_heldout(run, s)
     sw.add_heldout(run, s)  # now complete: nothing is scored again
-    assert asked == [{"new": {"exclude": {"shape": ["heart"]}, "n": 5}}]
+    assert asked == [{"new": HeldoutSpec(exclude={"shape": ("heart",)}, n=5)}]  # the sweep file's set, validated
     assert json.loads((run.run_dir / "metrics.json").read_text()) == {
         "heldout_old_mse_x1000": 1.5, "heldout_new_mse_x1000": 7.0, "mig": 0.2}
