@@ -385,6 +385,31 @@ def test_staged_sweep_end_to_end_with_heldout_errors(tmp_path, tiny_specs):
         assert m["heldout_heart_images"] == 32 and m["heldout_heart_mse_x1000"] > 0
 
 
+def test_a_failed_run_is_listed_at_the_end_its_later_stages_skipped_the_others_run(tmp_path, tiny_specs, capsys):
+    """launcher local: a run that raises does not stop the sweep; it is listed with its error (traceback in its
+    error.log), its chain's later stage is not run, the sweep exits 1; running again retries only it."""
+    nowhere = tmp_path / "nowhere"
+    f = write(tmp_path / "f.yaml", {"name": "f", "base": "specs/ae.yaml",
+                                    "models": {"bad": {"train": {"init_from": str(nowhere)}}, "ok": {}},
+                                    "stages": [{"name": "pre"}, {"name": "dec", "overrides": {
+                                        "train.init_from": "@pre", "train.trainable": "decoder"}}]})
+    out = tmp_path / "out"
+    assert sw.main([str(f), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    log = out / "bad-pre" / "s0" / "error.log"
+    assert err == ["error: 2 of 4 runs failed; running the sweep again retries them (finished runs are kept, "
+                   "interrupted ones continue from their checkpoints):",
+                   f"  bad-pre/s0: train.init_from: no checkpoint at {nowhere} (give a run folder holding "
+                   f"checkpoints/last.pt, or a checkpoint file) (traceback in {log})",
+                   "  bad-dec/s0: not run: bad-pre/s0 failed"]
+    assert "SpecError" in log.read_text() and not (out / "bad-dec").exists()
+    assert all((out / g / "s0" / "metrics.json").is_file() for g in ("ok-pre", "ok-dec"))  # after the failure
+    stamp = (out / "ok-dec" / "s0" / "metrics.json").stat().st_mtime_ns
+    assert sw.main([str(f), "--out", str(out), "--no-progress"]) == 1  # the same failure again; ok-* untouched
+    assert (out / "ok-dec" / "s0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert "2 of 4 runs failed" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_torchrun_launcher_runs_each_stage_as_a_two_process_job(tmp_path, tiny_specs):
     """launcher: torchrun: each run is `torchrun --nproc-per-node 2 -m causalrep.run` on its resolved spec;
