@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import yaml
 
 from causalrep import slurm
 from causalrep import sweep as sw
-from causalrep.spec.sweep import SlurmSpec
+from causalrep.spec.convert import from_dict
+from causalrep.spec.sweep import SlurmSpec, SweepSpec
 from causalrep.train import load_checkpoint
 
 from conftest import tiny_data
@@ -204,3 +206,18 @@ def test_slurm_local_later_stage_waits_for_its_earlier_stage(tmp_path, tiny_base
     assert order == ["[ae-pre/s0] submitted", "[ae-pre/s0] done", "[ae-dec/s0] submitted", "[ae-dec/s0] done"]
     a, b = (load_checkpoint(out / f"ae-{s}" / "s0" / "checkpoints" / "last.pt")["model"] for s in ("pre", "dec"))
     assert all(torch.equal(a[k], b[k]) == k.startswith("encoder.") for k in a if not k.startswith("latent_bank"))
+
+
+def test_the_sweep_files_in_docs_sweeps_md_fit_the_schema():
+    """Every YAML block of docs/sweeps.md that is a sweep file (has a name) converts to a SweepSpec; the Slurm
+    section's example carries the settings its comments describe."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "sweeps.md").read_text()
+    sweeps = []
+    for block in re.findall(r"^```yaml\n(.*?)^```", text, re.M | re.S):
+        data = yaml.safe_load(block)
+        if isinstance(data, dict) and "name" in data:
+            sweeps.append(from_dict(SweepSpec, {k: v for k, v in data.items() if not k.startswith("x-")}))
+    assert len(sweeps) == 2
+    s = sweeps[1].slurm
+    assert (sweeps[1].launcher, s.partition, s.gpus_per_task, s.mem, s.time_min, s.array_parallelism) == \
+        ("slurm", "gpu", 1, "64G", 720, 12)
