@@ -111,7 +111,8 @@ def job_error(job) -> str | None:
 
 
 def run_tasks(executor, fn: Callable[..., Any], tasks: Sequence[Task], *, limit: int, poll_s: float,
-              on_submit: Callable[[Task, Any], None], on_end: Callable[[Task, str | None], None]) -> dict[str, str | None]:
+              on_submit: Callable[[Task, Any], None],
+              on_end: Callable[[Task, str | None], None]) -> dict[str, str | None]:
     """Submit every task whose `after` task has succeeded (or that has none), those ready together as one array
     (Executor.map_array), at most `limit` running at once; wait (Job.done every poll_s) and submit the next ones as
     jobs end. A task whose `after` failed is not submitted: its error says so. Returns key -> error (None: done).

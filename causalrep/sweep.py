@@ -61,7 +61,7 @@ class PlannedRun:
     overrides: tuple[str, ...]  # --set strings, applied in order
     bookkeeping: tuple[str, ...]  # then these: name=<group>, track.experiment=<sweep>, track.repo=<out>
     run_dir: Path
-    chain: str = ""  # model[-grid]/s<seed>: the runs of one chain are the stages in order, each after the one before
+    chain: str  # model[-grid]/s<seed>: a chain's runs are its stages in order, each after the one before
 
     def spec(self):
         """The validated spec (load_spec: base inheritance, overrides, cross-section checks)."""
@@ -83,6 +83,8 @@ class PlannedRun:
 
 @attrs.frozen
 class Sweep:
+    """A validated sweep file (spec.sweep.SweepSpec) expanded into its runs, with what running them needs."""
+
     name: str
     path: Path
     out: Path
@@ -239,7 +241,8 @@ def run_one(run: PlannedRun, spec, sweep: Sweep, *, progress: bool) -> None:
     if sweep.launcher == "torchrun":
         spec_file = run.run_dir / "spec.yaml"  # the resolved spec; the run rewrites the same text
         spec_file.write_text(dump_spec(spec))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))}
+        path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
         res = subprocess.run(torchrun_command(run, sweep, spec_file, progress), env=env)
         if res.returncode != 0:
             raise CausalrepError(f"sweep run {run.label} failed (torchrun exit code {res.returncode}); "

@@ -55,8 +55,9 @@ def test_launcher_slurm_without_submitit_says_pip_install(tmp_path, tiny_base, c
     monkeypatch.setattr(slurm, "submitit", None)  # as without the package: the guarded import leaves None
     out = tmp_path / "out"
     assert sw.main([str(f), "--out", str(out), "--no-progress"]) == 2
-    assert capsys.readouterr().err.strip() == (f"error: {f}: launcher: slurm needs the submitit package, which is "
-                                               "not installed: pip install submitit (or pip install 'causalrep[slurm]')")
+    assert capsys.readouterr().err.strip() == (f"error: {f}: launcher: slurm needs the submitit package, which "
+                                               "is not installed: pip install submitit (or pip install "
+                                               "'causalrep[slurm]')")
     assert not out.exists()  # nothing was made
     assert sw.main([str(f), "--out", str(out), "--dry-run"]) == 0  # listing the runs needs no submitit
     assert "a/s0  new" in capsys.readouterr().out
@@ -194,7 +195,8 @@ def test_slurm_local_sweep_runs_each_run_as_a_job_reruns_nothing_and_lists_a_fai
 def test_slurm_local_later_stage_waits_for_its_earlier_stage(tmp_path, tiny_base, capsys):
     """Two stages, each a LocalExecutor job: the decoder-only stage starts from the first stage's weights, so it
     ran after that job ended (its encoder is bit-equal to the first stage's checkpoint)."""
-    f = write(tmp_path / "st.yaml", {"name": "st", "specs": ["ae.yaml"], "seeds": [0], "overrides": {"train.threads": 1},
+    f = write(tmp_path / "st.yaml", {"name": "st", "specs": ["ae.yaml"], "seeds": [0],
+                                     "overrides": {"train.threads": 1},
                                      "stages": [{"name": "pre", "overrides": {"data.exclude": {"shape": ["heart"]}}},
                                                 {"name": "dec", "overrides": {"train.init_from": "@pre",
                                                                               "train.trainable": "decoder"}}],

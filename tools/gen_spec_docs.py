@@ -388,8 +388,8 @@ _SWEEP = {"name": "x", "specs": ["../sae12.yaml"]}
 SWEEP_ERROR_EXAMPLES: list[tuple[str, dict]] = [
     ("a seed that is not an int", {**_SWEEP, "seeds": [0, 1, "a"]}),
     ("an override key that is not a key path", {**_SWEEP, "overrides": {"train steps": 300}}),
-    ("a stage referring to a later one", {**_SWEEP, "stages": [{"name": "enc", "overrides": {"train.init_from": "@pre"}},
-                                                               {"name": "pre"}]}),
+    ("a stage referring to a later one", {**_SWEEP, "stages": [
+        {"name": "enc", "overrides": {"train.init_from": "@pre"}}, {"name": "pre"}]}),
     ("a Slurm setting of the wrong form", {**_SWEEP, "launcher": "slurm", "slurm": {"mem": "64 GB"}}),
 ]
 
