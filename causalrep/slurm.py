@@ -1,12 +1,16 @@
 """Jobs through submitit (launcher: slurm): the executor made from a sweep's `slurm:` section, and a submission loop
 that starts each job once the job it waits for has succeeded. The only module that imports submitit.
 
-submitit (https://github.com/facebookincubator/submitit, docs/examples.md and the AutoExecutor docstring): an
-AutoExecutor(folder, cluster=...) picks the SlurmExecutor ("slurm", sbatch) or the LocalExecutor ("local", one
-process per job on this machine); update_parameters takes the shared keys (timeout_min, cpus_per_task,
-gpus_per_node, tasks_per_node, nodes, name) and cluster-specific ones prefixed by the cluster's name
-(slurm_partition, slurm_mem, slurm_array_parallelism, slurm_additional_parameters, slurm_setup, local_setup);
-Executor.map_array(fn, args...) pickles fn(*args) once per item and submits them as one Slurm array job.
+submitit's API reference and examples (https://facebookincubator.github.io/submitit/api.html, examples.html; the
+AutoExecutor and SlurmExecutor docstrings of submitit 1.5): AutoExecutor(folder, cluster=...) picks the
+SlurmExecutor ("slurm": sbatch) or the LocalExecutor ("local": one process per job on this machine, every submitted
+job started at once); update_parameters takes the shared keys (name, timeout_min, nodes, tasks_per_node,
+cpus_per_task, gpus_per_node; None means unset) and one executor's keys prefixed by its name (slurm_partition,
+slurm_mem, slurm_array_parallelism, slurm_additional_parameters, slurm_setup, local_setup), which the other executors
+ignore; Executor.map_array(fn, *iterables) pickles fn(*args) once per item and submits them as one Slurm job array
+(ids <array id>_<index>, at most slurm_array_parallelism running); Job.done() tells whether a job has ended, and
+Job.exception() / Job.result() wait for it and give its error (FailedJobError with the traceback,
+UncompletedJobError when it died without a result) or its return value.
 """
 from __future__ import annotations
 
