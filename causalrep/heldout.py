@@ -10,7 +10,7 @@ positions further into the permutation).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -21,8 +21,7 @@ from .metrics.fid import fid_score
 from .metrics.reconstruction import batched_images
 from .models.base import LatentModel
 from .spec.schema import Spec
-
-SUBSET_KEYS = ("include", "exclude", "split", "n", "fid")
+from .spec.sweep import HeldoutSpec
 
 
 def heldout_index(spec: Spec, dataset: GroundTruthDataset, *, include: Mapping | None = None,
@@ -67,19 +66,19 @@ def fid_reconstructions(model: LatentModel, dataset: GroundTruthDataset, index: 
     return float(out["fid"]), str(out["fid_features"])
 
 
-def heldout_metrics(run_dir: str | Path, subsets: Mapping[str, Mapping[str, Any]], *,
+def heldout_metrics(run_dir: str | Path, subsets: Mapping[str, HeldoutSpec], *,
                     device: str = "cpu") -> dict[str, float]:
-    """{heldout_<name>_mse_x1000, heldout_<name>_images} for each named subset of a finished run, and
-    heldout_<name>_fid_recon_<features> where the subset asks for `fid: true`."""
+    """{heldout_<name>_mse_x1000, heldout_<name>_images} for each named subset (a sweep's `heldout:` entry) of a
+    finished run, and heldout_<name>_fid_recon_<features> where the subset asks for `fid: true`."""
     run = load_run(run_dir, device=device)
     out: dict[str, float] = {}
     for name, sub in subsets.items():
-        n = sub.get("n", run.spec.evaluate.val_samples)
-        index = heldout_index(run.spec, run.dataset, include=sub.get("include"), exclude=sub.get("exclude"),
-                              split=sub.get("split", "test"), n=n, where=f"heldout.{name}")
+        n = sub.n if sub.n is not None else run.spec.evaluate.val_samples
+        index = heldout_index(run.spec, run.dataset, include=sub.include, exclude=sub.exclude, split=sub.split, n=n,
+                              where=f"heldout.{name}")
         out[f"heldout_{name}_mse_x1000"] = mse_x1000(run.model, run.dataset, index, device)
         out[f"heldout_{name}_images"] = int(len(index))
-        if sub.get("fid"):
+        if sub.fid:
             value, features = fid_reconstructions(run.model, run.dataset, index, device)
             out[f"heldout_{name}_fid_recon_{features}"] = value
     return out

@@ -1,12 +1,14 @@
-"""Sweeps: expand a grid of runs (models x grid x seeds, optional stages) and run them locally or with torchrun.
+"""Sweeps: expand a grid of runs (models x grid x seeds, optional stages) and run them locally, with torchrun or
+as Slurm jobs (submitit).
 
     python -m causalrep.sweep specs/sweeps/smoke.yaml --out runs/smoke [--dry-run] [--set KEY=VALUE ...]
 
 Each run is an ordinary run folder OUT/<model>[-<grid>][-<stage>]/s<seed> (spec.yaml, checkpoints,
 metrics.json, report) with track.experiment = the sweep's name, so `aim up --repo OUT` shows the sweep as
 one experiment and `python -m causalrep.table OUT` tabulates it. A finished run (metrics.json present) is
-skipped and an interrupted one continues from its checkpoint, so re-running a sweep completes it.
-The sweep file's schema is in docs/sweeps.md.
+skipped and an interrupted one continues from its checkpoint, so re-running a sweep completes it; a run that
+fails is listed with its error at the end (the sweep exits 1) and its later stages are not run.
+The sweep file's schema is causalrep/spec/sweep.py (docs/spec.md "Sweep files"); docs/sweeps.md explains it.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import re
 import shlex
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +30,20 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from . import slurm
 from .build import build_dataset
 from .data.base import factor_mask
-from .errors import CausalrepError, SpecError, one_line_warnings
+from .errors import CausalrepError, SpecError, one_line, one_line_warnings
 from .experiment import Experiment
-from .heldout import SUBSET_KEYS, heldout_metrics
+from .heldout import heldout_metrics
 from .report import write_json_atomic
-from .spec.load import _read_yaml, apply_override, deep_merge, dump_spec, load_spec, load_tree
+from .spec.load import apply_override, deep_merge, dump_spec, load_spec, load_tree
+from .spec.sweep import NAME, STAGE_REF, HeldoutSpec, SlurmSpec, SweepSpec, load_sweep_spec
 from .train.checkpoint import CHECKPOINT, has_checkpoint
 
-KEYS = ("name", "description", "specs", "base", "models", "seeds", "overrides", "grid", "stages", "heldout",
-        "launcher", "nproc")
-LAUNCHERS = ("local", "torchrun")
-STAGE_KEYS = ("name", "overrides")
-# top-level keys with this prefix are ignored: they hold YAML anchors (&name) that models refer to (*name),
-# as docker-compose's extension fields do
-EXTENSION_PREFIX = "x-"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+LAUNCHERS = attrs.fields_dict(SweepSpec)["launcher"].metadata["choices"]  # local, torchrun, slurm
+ERROR_LOG = "error.log"  # a failed run's traceback, in its run folder (removed when it succeeds)
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])  # first on the PYTHONPATH of torchrun and Slurm jobs
 
 
 @attrs.frozen
@@ -61,6 +61,7 @@ class PlannedRun:
     overrides: tuple[str, ...]  # --set strings, applied in order
     bookkeeping: tuple[str, ...]  # then these: name=<group>, track.experiment=<sweep>, track.repo=<out>
     run_dir: Path
+    chain: str  # model[-grid]/s<seed>: a chain's runs are its stages in order, each after the one before
 
     def spec(self):
         """The validated spec (load_spec: base inheritance, overrides, cross-section checks)."""
@@ -82,13 +83,16 @@ class PlannedRun:
 
 @attrs.frozen
 class Sweep:
+    """A validated sweep file (spec.sweep.SweepSpec) expanded into its runs, with what running them needs."""
+
     name: str
     path: Path
     out: Path
     runs: tuple[PlannedRun, ...]
-    heldout: dict[str, dict]
+    heldout: dict[str, HeldoutSpec]
     launcher: str
     nproc: int
+    slurm: SlurmSpec = attrs.Factory(SlurmSpec)
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -102,21 +106,6 @@ def as_override(key: str, value: Any) -> str:
 
 def _fail(where: str, key: str, message: str):
     raise SpecError(f"{where}: {key}", message)
-
-
-def _mapping(data: Any, where: str, key: str) -> dict:
-    if not isinstance(data, dict):
-        _fail(where, key, f"expected a mapping, got {type(data).__name__}")
-    return data
-
-
-def _overrides(data: Any, where: str, key: str) -> dict[str, Any]:
-    """A mapping of dotted key paths (train.steps) to values; each key names a spec key."""
-    data = _mapping(data or {}, where, key)
-    for k in data:
-        if not isinstance(k, str) or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in k.split(".")):
-            _fail(where, f"{key}.{k}", "expected a dotted key path such as train.steps")
-    return data
 
 
 def _slug(value: Any) -> str:
@@ -138,152 +127,75 @@ def grid_label(point: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------------------- loading
 def load_sweep(path: str | Path, *, out: str | Path | None = None, overrides: tuple[str, ...] = ()) -> Sweep:
-    """Read and validate a sweep file and expand it into its runs (errors name the sweep key path)."""
+    """Read and validate a sweep file (spec.sweep.SweepSpec) and expand it into its runs (errors name the sweep
+    file and key path)."""
     path = Path(path)
+    return expand(load_sweep_spec(path), path, out=out, overrides=overrides)
+
+
+def expand(spec: SweepSpec, path: Path, *, out: str | Path | None = None, overrides: tuple[str, ...] = ()) -> Sweep:
+    """The runs of a validated sweep: model x grid point x seed, the stages in order within each. `path` is the
+    sweep file (spec files are relative to it); `overrides` are the command line's --set strings."""
     where = str(path)
-    if not path.is_file():
-        raise SpecError("", f"sweep file not found: {path}")
-    data = _read_yaml(path, where)
-    for key in data:
-        if key not in KEYS and not str(key).startswith(EXTENSION_PREFIX):
-            _fail(where, str(key), f"unknown key; allowed: {', '.join(KEYS)} (or an {EXTENSION_PREFIX}* key "
-                                   "holding YAML anchors, which is ignored)")
-    name = data.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
-        _fail(where, "name", f"expected a name of letters, digits, '_', '.', '-', got {name!r}")
-    out = Path(out) if out is not None else Path("runs") / name
+    out = Path(out) if out is not None else Path("runs") / spec.name
     out_abs = out.resolve()
 
     # models: spec files (specs:) and/or spec data over a base (models:)
     models: list[tuple[str, Path | None, dict | None]] = []
-    specs = data.get("specs", [])
-    if not isinstance(specs, list):
-        _fail(where, "specs", "expected a list of spec files (relative to the sweep file)")
-    for i, s in enumerate(specs):
-        if not isinstance(s, str):
-            _fail(where, f"specs[{i}]", f"expected a spec file name, got {s!r}")
+    for i, s in enumerate(spec.specs):
         file = Path(os.path.normpath(path.parent / s))
         if not file.is_file():
             _fail(where, f"specs[{i}]", f"spec file not found: {file} (paths are relative to the sweep file)")
         models.append((str(load_tree(file).get("name") or file.stem), file, None))
-    base = data.get("base")
-    if base is not None and not isinstance(base, str):
-        _fail(where, "base", f"expected a spec file name, got {base!r}")
-    if base is not None and not (path.parent / base).is_file():
-        _fail(where, "base", f"spec file not found: {path.parent / base} (paths are relative to the sweep file)")
-    entries = _mapping(data.get("models", {}) or {}, where, "models")
-    if base is not None and not entries:
+    if spec.base is not None and not (path.parent / spec.base).is_file():
+        _fail(where, "base", f"spec file not found: {path.parent / spec.base} (paths are relative to the sweep file)")
+    if spec.base is not None and not spec.models:
         _fail(where, "base", "a base needs models: (name -> spec keys merged over the base)")
-    base_tree = load_tree(path.parent / base) if base is not None else {}
-    for m, entry in entries.items():
-        entry = _mapping(entry if entry is not None else {}, where, f"models.{m}")
-        models.append((str(m), None, deep_merge(base_tree, entry)))
+    base_tree = load_tree(path.parent / spec.base) if spec.base is not None else {}
+    for m, entry in spec.models.items():
+        models.append((m, None, deep_merge(base_tree, entry or {})))
     if not models:
         _fail(where, "specs", "a sweep needs at least one model: give specs: [files] or base: + models:")
     for m, _, _ in models:
-        if not NAME.match(m):
-            _fail(where, "models", f"model name {m!r}: use letters, digits, '_', '.', '-'")
+        if not re.fullmatch(NAME.regex, m):
+            _fail(where, "specs", f"model name {m!r} (a spec's name): expected {NAME.phrase}")
+    stages = spec.stages or (None,)  # None: one unnamed stage, the runs themselves
 
-    seeds = data.get("seeds")
-    if seeds is not None:
-        if not isinstance(seeds, list) or not seeds:
-            _fail(where, "seeds", "expected a non-empty list of ints")
-        for i, s in enumerate(seeds):
-            if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-                _fail(where, f"seeds[{i}]", f"expected a non-negative int, got {s!r}")
-        if len(set(seeds)) != len(seeds):
-            _fail(where, "seeds", f"repeated seeds in {seeds}")
-    common = _overrides(data.get("overrides"), where, "overrides")
-    grid = _overrides(data.get("grid"), where, "grid")
-    for k, values in grid.items():
-        if not isinstance(values, list) or not values:
-            _fail(where, f"grid.{k}", "expected a non-empty list of values")
-
-    stages = data.get("stages")
-    if stages is None:
-        stages = [{"name": None, "overrides": {}}]  # one unnamed stage: the runs themselves
-    elif not isinstance(stages, list) or not stages:
-        _fail(where, "stages", "expected a non-empty list of {name, overrides}")
-    else:
-        stage_names: list[str] = []
-        for i, st in enumerate(stages):
-            st = _mapping(st, where, f"stages[{i}]")
-            for k in st:
-                if k not in STAGE_KEYS:
-                    _fail(where, f"stages[{i}].{k}", f"unknown key; allowed: {', '.join(STAGE_KEYS)}")
-            sn = st.get("name")
-            if not isinstance(sn, str) or not NAME.match(sn):
-                _fail(where, f"stages[{i}].name", f"expected a name of letters, digits, '_', '.', '-', got {sn!r}")
-            if sn in stage_names:
-                _fail(where, f"stages[{i}].name", f"stage {sn!r} appears twice")
-            for k, v in _overrides(st.get("overrides"), where, f"stages[{i}].overrides").items():
-                if isinstance(v, str) and v.startswith("@") and v[1:] not in stage_names:
-                    _fail(where, f"stages[{i}].overrides.{k}",
-                          f"unknown stage {v!r}; a stage refers to an earlier one "
-                          f"({', '.join('@' + n for n in stage_names) or 'none before this one'})")
-            stage_names.append(sn)
-
-    heldout = _mapping(data.get("heldout", {}) or {}, where, "heldout")
-    for hn, sub in heldout.items():
-        if not NAME.match(str(hn)):
-            _fail(where, f"heldout.{hn}", "use letters, digits, '_', '.', '-' in a held-out set's name")
-        sub = _mapping(sub if sub is not None else {}, where, f"heldout.{hn}")
-        heldout[hn] = sub
-        for k in sub:
-            if k not in SUBSET_KEYS:
-                _fail(where, f"heldout.{hn}.{k}", f"unknown key; allowed: {', '.join(SUBSET_KEYS)}")
-        if sub.get("split", "test") not in ("val", "test"):
-            _fail(where, f"heldout.{hn}.split", f"expected val or test, got {sub['split']!r}")
-        if not isinstance(sub.get("fid", False), bool):
-            _fail(where, f"heldout.{hn}.fid", f"expected true or false, got {sub['fid']!r}")
-        n = sub.get("n")
-        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 2):
-            _fail(where, f"heldout.{hn}.n", f"expected an int of at least 2, got {n!r}")
-        for k in ("include", "exclude"):
-            rules = _mapping(sub.get(k) or {}, where, f"heldout.{hn}.{k}")
-            for f, values in rules.items():
-                if not isinstance(values, list) or not values:
-                    _fail(where, f"heldout.{hn}.{k}.{f}", "expected a non-empty list of values (names or indices)")
-
-    launcher = data.get("launcher", "local")
-    if launcher not in LAUNCHERS:
-        _fail(where, "launcher", f"{launcher!r} is not allowed; allowed: {', '.join(LAUNCHERS)}")
-    nproc = data.get("nproc", 2)
-    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
-        _fail(where, "nproc", f"expected a positive int, got {nproc!r}")
-
-    # expansion: model x grid point x seed, the stages in order within each
     runs: list[PlannedRun] = []
-    for (model, source, tree), point, seed in itertools.product(models, grid_points(grid), seeds or [None]):
+    for (model, source, tree), point, seed in itertools.product(models, grid_points(spec.grid), spec.seeds or [None]):
         done: dict[str, Path] = {}
         for stage_index, st in enumerate(stages):
-            stage = st.get("name")
+            stage = st.name if st is not None else None
             group = "-".join(p for p in (model, grid_label(point) if point else "", stage) if p)
-            sets = [as_override(k, v) for k, v in common.items()]
+            sets = [as_override(k, v) for k, v in spec.overrides.items()]
             sets += [as_override(k, v) for k, v in point.items()]
-            for k, v in (st.get("overrides") or {}).items():
-                if isinstance(v, str) and v.startswith("@"):
+            for k, v in (st.overrides if st is not None else {}).items():
+                if isinstance(v, str) and v.startswith(STAGE_REF):
                     v = str(done[v[1:]].resolve())  # the earlier stage's run folder
                 sets.append(as_override(k, v))
             if seed is not None:
                 sets.append(f"seed={seed}")
             sets += list(overrides)
-            books = [as_override("name", group), as_override("track.experiment", name)]
+            books = [as_override("name", group), as_override("track.experiment", spec.name)]
             if not any(ov.startswith("track.repo=") for ov in sets):
                 books.append(as_override("track.repo", str(out_abs)))
             resolved = tree if tree is not None else load_tree(source)
             for ov in sets:  # plain data only: the folder is named after the seed the run will have
                 resolved = apply_override(resolved, ov)
             run_dir = out / group / f"s{_slug(resolved.get('seed', 0))}"
-            runs.append(PlannedRun(group=group, model=model, stage=stage, stage_index=stage_index, grid=point, seed=seed, source=source,
-                                   tree=tree, overrides=tuple(sets), bookkeeping=tuple(books), run_dir=run_dir))
+            chain = "-".join(p for p in (model, grid_label(point) if point else "") if p) + f"/{run_dir.name}"
+            runs.append(PlannedRun(group=group, model=model, stage=stage, stage_index=stage_index, grid=point,
+                                   seed=seed, source=source, tree=tree, overrides=tuple(sets),
+                                   bookkeeping=tuple(books), run_dir=run_dir, chain=chain))
             if stage is not None:
                 done[stage] = run_dir
     labels = [r.label for r in runs]
     twice = sorted({lb for lb in labels if labels.count(lb) > 1})
     if twice:
         _fail(where, "specs", f"two runs would share a folder: {', '.join(twice)} (give the models distinct names)")
-    return Sweep(name=name, path=path, out=out, runs=tuple(runs), heldout=heldout, launcher=launcher, nproc=nproc)
+    heldout = {n: h if h is not None else HeldoutSpec() for n, h in spec.heldout.items()}
+    return Sweep(name=spec.name, path=path, out=out, runs=tuple(runs), heldout=heldout, launcher=spec.launcher,
+                 nproc=spec.nproc, slurm=spec.slurm)
 
 
 def check_heldout(sweep: Sweep, specs: dict[str, Any]) -> None:
@@ -299,7 +211,7 @@ def check_heldout(sweep: Sweep, specs: dict[str, Any]) -> None:
         ds = build_dataset(spec)
         for hn, sub in sweep.heldout.items():
             try:
-                factor_mask(ds, sub.get("include"), sub.get("exclude"), where=f"heldout.{hn}")
+                factor_mask(ds, sub.include, sub.exclude, where=f"heldout.{hn}")
             except SpecError as exc:
                 raise SpecError(f"{sweep.path}: {exc.path}", exc.message) from None
 
@@ -323,13 +235,14 @@ def torchrun_command(run: PlannedRun, sweep: Sweep, spec_file: Path, progress: b
 
 
 def run_one(run: PlannedRun, spec, sweep: Sweep, *, progress: bool) -> None:
+    """Train (or continue) one run in this process, or as its own torchrun job with launcher: torchrun."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "sweep.json").write_text(json.dumps(run.info(sweep.name), indent=2))
     if sweep.launcher == "torchrun":
         spec_file = run.run_dir / "spec.yaml"  # the resolved spec; the run rewrites the same text
         spec_file.write_text(dump_spec(spec))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                                          os.environ.get("PYTHONPATH")]))}
+        path = os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
         res = subprocess.run(torchrun_command(run, sweep, spec_file, progress), env=env)
         if res.returncode != 0:
             raise CausalrepError(f"sweep run {run.label} failed (torchrun exit code {res.returncode}); "
@@ -338,18 +251,62 @@ def run_one(run: PlannedRun, spec, sweep: Sweep, *, progress: bool) -> None:
         Experiment(spec, out=sweep.out, run_dir=run.run_dir, progress=progress).run()
 
 
+def _missing_heldout(metrics: dict, sweep: Sweep) -> dict[str, HeldoutSpec]:
+    """The sweep's held-out sets a run's metrics lack (only those are scored: a set added to a finished sweep
+    costs just itself)."""
+    return {hn: sub for hn, sub in sweep.heldout.items() if f"heldout_{hn}_mse_x1000" not in metrics}
+
+
 def add_heldout(run: PlannedRun, sweep: Sweep) -> None:
     """Merge the sweep's held-out reconstruction errors into the run's metrics.json (each set once)."""
     if not sweep.heldout:
         return
     path = run.run_dir / "metrics.json"
     metrics = json.loads(path.read_text())
-    missing = {hn: sub for hn, sub in sweep.heldout.items() if f"heldout_{hn}_mse_x1000" not in metrics}
-    if not missing:  # only the sets a run lacks are scored (a set added to a finished sweep costs just itself)
+    missing = _missing_heldout(metrics, sweep)
+    if not missing:
         return
     device = "cuda" if torch.cuda.is_available() else "cpu"
     metrics.update(heldout_metrics(run.run_dir, missing, device=device))
     write_json_atomic(path, metrics)  # a sweep killed here keeps the run's metrics.json whole
+
+
+def needs_work(run: PlannedRun, sweep: Sweep) -> bool:
+    """Not finished, or finished without some of the sweep's held-out sets."""
+    if status(run) != "done":
+        return True
+    return bool(sweep.heldout) and bool(_missing_heldout(json.loads((run.run_dir / "metrics.json").read_text()), sweep))
+
+
+def execute_run(run: PlannedRun, spec, sweep: Sweep, progress: bool = False) -> str | None:
+    """All one run needs, in whichever process runs it (the sweep's own, or a Slurm / submitit job): train or
+    continue it unless it is finished, then score the held-out sets it lacks. Returns None, or the error on one
+    line, its traceback written to the run folder's error.log, so that one failed run does not stop the others."""
+    log = run.run_dir / ERROR_LOG
+    try:
+        if status(run) != "done":
+            run_one(run, spec, sweep, progress=progress)
+        add_heldout(run, sweep)
+    except Exception as exc:  # any failure of one run is reported with the others' at the end of the sweep
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        what = str(exc) if isinstance(exc, CausalrepError) else f"{type(exc).__name__}: {exc}"
+        return f"{one_line(what, 500)} (traceback in {log})"
+    log.unlink(missing_ok=True)
+    return None
+
+
+class SweepFailed(CausalrepError):
+    """Some runs of a sweep failed (the others finished): one line per failed run."""
+
+    exit_code = 1
+
+    def __init__(self, failed: dict[str, str], total: int):
+        self.failed = dict(failed)
+        lines = [f"{len(failed)} of {total} runs failed; running the sweep again retries them (finished runs are "
+                 "kept, interrupted ones continue from their checkpoints):"]
+        lines += [f"  {label}: {one_line(error)}" for label, error in failed.items()]
+        super().__init__("\n".join(lines))
 
 
 RESULT_FILES = ("spec.yaml", "metrics.json", "sweep.json")  # small, text: what a table and a rerun need
@@ -381,32 +338,97 @@ def select(sweep: Sweep, only: str | None) -> Sweep:
 
 def run_sweep(sweep: Sweep, *, dry_run: bool = False, progress: bool = True,
               results: str | Path | None = None) -> list[PlannedRun]:
-    """Validate every run's spec, then (unless dry_run) run the runs in order, each finished run's small
-    files copied under `results` (see keep_results); returns the plan."""
+    """Validate every run's spec, then (unless dry_run) run the runs: in order in this process (launcher local or
+    torchrun) or as Slurm jobs (launcher slurm), each finished run's small files copied under `results` (see
+    keep_results); returns the plan, or raises SweepFailed naming the runs that failed once every other ended."""
     specs = {r.label: r.spec() for r in sweep.runs}  # every spec is checked before anything trains
     check_heldout(sweep, specs)
     width = max(len(r.label) for r in sweep.runs)
+    how = {"torchrun": f", {sweep.nproc} processes each",
+           "slurm": f", cluster {sweep.slurm.cluster}, {sweep.slurm.gpus_per_task} GPU(s) per job"
+                    + (f", partition {sweep.slurm.partition}" if sweep.slurm.partition else "")}
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs -> {sweep.out} (launcher: {sweep.launcher}"
-          + (f", {sweep.nproc} processes each" if sweep.launcher == "torchrun" else "") + ")")
+          + how.get(sweep.launcher, "") + ")", flush=True)
     if dry_run:
         for r in sweep.runs:
             sets = " ".join(f"--set {shlex.quote(s)}" for s in r.overrides)
             src = r.source if r.source is not None else f"models.{r.model}"
             print(f"  {r.label:<{width}}  {status(r):<6}  {src} {sets}")
         return list(sweep.runs)
+    if sweep.launcher == "slurm":
+        slurm.require(str(sweep.path))  # before any folder is made
     sweep.out.mkdir(parents=True, exist_ok=True)
+    run = _run_as_jobs if sweep.launcher == "slurm" else _run_here
+    failed = run(sweep, specs, progress=progress, results=Path(results) if results is not None else None)
+    if failed:
+        raise SweepFailed(failed, len(sweep.runs))
+    return list(sweep.runs)
+
+
+def _run_here(sweep: Sweep, specs: dict[str, Any], *, progress: bool, results: Path | None) -> dict[str, str]:
+    """launcher local / torchrun: the runs one after another in this process; a failed run's later stages are
+    not run. Returns label -> error of the runs that failed."""
+    failed: dict[str, str] = {}
+    broken: dict[str, str] = {}  # chain -> its failed run
     bar = tqdm(sweep.runs, desc=f"sweep {sweep.name}", unit="run", disable=not progress, dynamic_ncols=True)
     for r in bar:
-        state = status(r)
         bar.set_postfix_str(r.label)
-        if state != "done":
-            tqdm.write(f"[{r.label}] {'continuing from its checkpoint' if state == 'resume' else 'training'}")
-            run_one(r, specs[r.label], sweep, progress=progress)
-        add_heldout(r, sweep)
+        if r.chain in broken:
+            failed[r.label] = f"not run: {broken[r.chain]} failed"
+            continue
+        if needs_work(r, sweep):
+            state = status(r)
+            tqdm.write(f"[{r.label}] " + {"resume": "continuing from its checkpoint", "new": "training"}.get(
+                state, "scoring its held-out sets"))
+            error = execute_run(r, specs[r.label], sweep, progress=progress)
+            if error is not None:
+                tqdm.write(f"[{r.label}] failed: {error}")
+                failed[r.label], broken[r.chain] = error, r.label
+                continue
         if results is not None:
-            tqdm.write(f"[{r.label}] results in {keep_results(r, sweep, Path(results))}")
+            tqdm.write(f"[{r.label}] results in {keep_results(r, sweep, results)}")
     bar.close()
-    return list(sweep.runs)
+    return failed
+
+
+def _run_as_jobs(sweep: Sweep, specs: dict[str, Any], *, progress: bool, results: Path | None) -> dict[str, str]:
+    """launcher slurm: each run that needs work is one job through submitit, running execute_run (the same
+    function the local launcher calls); a run's later stage is submitted once it has succeeded. Finished runs
+    are never submitted. Returns label -> error of the runs that failed."""
+    todo = {r.label for r in sweep.runs if needs_work(r, sweep)}
+    for r in sweep.runs:
+        if r.label not in todo and results is not None:
+            print(f"[{r.label}] results in {keep_results(r, sweep, results)}", flush=True)
+    if not todo:
+        print("nothing to submit: every run is finished", flush=True)
+        return {}
+    folder = Path(sweep.slurm.folder) if sweep.slurm.folder else sweep.out / ".submitit"
+    executor = slurm.make_executor(sweep.slurm, folder, name=sweep.name, where=str(sweep.path),
+                                   pythonpath=PACKAGE_PARENT)
+    job_sweep = attrs.evolve(sweep, runs=())  # what a job needs of the sweep; not the whole plan, once per job
+    tasks, last = [], {}  # last: chain -> its latest run so far (the one a later stage waits for)
+    by_label = {r.label: r for r in sweep.runs}
+    for r in sweep.runs:
+        if r.label in todo:
+            tasks.append(slurm.Task(r.label, (r, specs[r.label], job_sweep), after=last.get(r.chain)))
+        last[r.chain] = r.label
+
+    def submitted(task: slurm.Task, job) -> None:
+        print(f"[{task.key}] submitted: job {job.job_id}", flush=True)
+
+    def ended(task: slurm.Task, error: str | None) -> None:
+        if error is not None:
+            print(f"[{task.key}] failed: {error}", flush=True)
+            return
+        line = f"[{task.key}] done"
+        if results is not None:
+            line += f"; results in {keep_results(by_label[task.key], sweep, results)}"
+        print(line, flush=True)
+
+    print(f"submitting {len(tasks)} runs through submitit (logs in {folder})", flush=True)
+    outcome = slurm.run_tasks(executor, execute_run, tasks, limit=slurm.parallelism(sweep.slurm),
+                              poll_s=slurm.POLL_S[sweep.slurm.cluster], on_submit=submitted, on_end=ended)
+    return {label: error for label, error in outcome.items() if error is not None}
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -418,7 +440,8 @@ def main(argv=None, prog: str = "python -m causalrep.sweep") -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of every run's spec, after the sweep's own overrides; repeatable")
     p.add_argument("--dry-run", action="store_true", help="validate and list the runs, train nothing")
-    p.add_argument("--launcher", choices=LAUNCHERS, help="override the sweep's launcher")
+    p.add_argument("--launcher", choices=LAUNCHERS, help="override the sweep's launcher (slurm: jobs through "
+                                                         "submitit, with the sweep file's slurm: settings)")
     p.add_argument("--nproc", type=int, help="processes per torchrun job (override the sweep's nproc)")
     p.add_argument("--only", metavar="GLOB", help="run only the runs whose GROUP/sSEED matches, e.g. 'sae12-*/s0' "
                                                   "(a later stage needs its earlier stages' runs)")
@@ -443,7 +466,8 @@ def _main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted; run the same command again to continue the sweep", file=sys.stderr)
+        print("interrupted (with launcher: slurm, its running jobs are cancelled); run the same command again to "
+              "continue the sweep", file=sys.stderr)
         return 130
     if not args.dry_run:
         print(f"done: {len(runs)} runs in {sweep.out}; tabulate with: python -m causalrep.table {sweep.out}")

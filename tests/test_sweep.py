@@ -15,6 +15,7 @@ import yaml
 from causalrep import sweep as sw
 from causalrep import table as tb
 from causalrep.errors import SpecError
+from causalrep.spec.sweep import HeldoutSpec
 from causalrep.experiment import Experiment
 from causalrep.train import load_checkpoint
 
@@ -99,20 +100,40 @@ models:
 
 @pytest.mark.parametrize("data, where, words", [
     ({"name": "x", "specs": ["specs/ae.yaml"], "seed": [0]}, "seed", "unknown key; allowed: name"),
-    ({"specs": ["specs/ae.yaml"]}, "name", "expected a name"),
+    ({"specs": ["specs/ae.yaml"]}, "name", "missing required key (str): sweep name"),
+    ({"name": "a/b", "specs": ["specs/ae.yaml"]}, "name", "expected a name of letters, digits"),
     ({"name": "x", "specs": ["specs/nope.yaml"]}, "specs[0]", "spec file not found"),
+    ({"name": "x", "specs": "specs/ae.yaml"}, "specs", "expected list of str, got 'specs/ae.yaml'"),
     ({"name": "x"}, "specs", "at least one model"),
-    ({"name": "x", "specs": ["specs/ae.yaml"], "seeds": [0, "one"]}, "seeds[1]", "expected a non-negative int"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "seeds": [0, "one"]}, "seeds[1]", "expected int, got 'one'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "seeds": [0, -1]}, "seeds[1]", "expected an int in [0, 4294967295]"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "seeds": [1, 1]}, "seeds", "repeated seeds in [1, 1]"),
     ({"name": "x", "specs": ["specs/ae.yaml"], "grid": {"train.lr": []}}, "grid.train.lr", "non-empty list"),
-    ({"name": "x", "specs": ["specs/ae.yaml"], "overrides": {"train..lr": 1}}, "overrides.train..lr", "dotted key"),
-    ({"name": "x", "specs": ["specs/ae.yaml"], "launcher": "slurm"}, "launcher", "allowed: local, torchrun"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "overrides": {"train..lr": 1}}, "overrides.'train..lr'",
+     "expected a dotted key path such as train.steps"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "launcher": "sbatch"}, "launcher",
+     "allowed: local, torchrun, slurm"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "nproc": 0}, "nproc", "expected an int in [1, 1024], got 0"),
     ({"name": "x", "specs": ["specs/ae.yaml"], "stages": [{"name": "a", "overrides": {"train.init_from": "@b"}},
                                                           {"name": "b"}]},
      "stages[0].overrides.train.init_from", "unknown stage '@b'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "stages": [{"name": "a"}, {"name": "a"}]}, "stages[1].name",
+     "stage 'a' appears twice"),
     ({"name": "x", "specs": ["specs/ae.yaml"], "stages": [{"name": "a", "steps": 3}]}, "stages[0].steps",
      "unknown key"),
     ({"name": "x", "specs": ["specs/ae.yaml"], "heldout": {"h": {"include": {"shape": "heart"}}}},
+     "heldout.h.include.shape", "expected list of int or str, got 'heart'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "heldout": {"h": {"include": {"shape": []}}}},
      "heldout.h.include.shape", "non-empty list"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "heldout": {"h": {"split": "train"}}}, "heldout.h.split",
+     "'train' is not allowed; allowed: val, test"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "slurm": {"gpus_per_task": "two"}}, "slurm.gpus_per_task",
+     "expected int, got 'two'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "slurm": {"mem": "lots"}}, "slurm.mem", "such as 64G"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "slurm": {"sbatch": {"--qos": "high"}}}, "slurm.sbatch.--qos",
+     "expected an sbatch option name without '--'"),
+    ({"name": "x", "specs": ["specs/ae.yaml"], "slurm": {"cluster": "aws"}}, "slurm.cluster",
+     "allowed: slurm, local"),
 ])
 def test_bad_sweeps_name_the_key_path(tmp_path, tiny_specs, data, where, words):
     f = write(tmp_path / "bad.yaml", data)
@@ -364,6 +385,31 @@ def test_staged_sweep_end_to_end_with_heldout_errors(tmp_path, tiny_specs):
         assert m["heldout_heart_images"] == 32 and m["heldout_heart_mse_x1000"] > 0
 
 
+def test_a_failed_run_is_listed_at_the_end_its_later_stages_skipped_the_others_run(tmp_path, tiny_specs, capsys):
+    """launcher local: a run that raises does not stop the sweep; it is listed with its error (traceback in its
+    error.log), its chain's later stage is not run, the sweep exits 1; running again retries only it."""
+    nowhere = tmp_path / "nowhere"
+    f = write(tmp_path / "f.yaml", {"name": "f", "base": "specs/ae.yaml",
+                                    "models": {"bad": {"train": {"init_from": str(nowhere)}}, "ok": {}},
+                                    "stages": [{"name": "pre"}, {"name": "dec", "overrides": {
+                                        "train.init_from": "@pre", "train.trainable": "decoder"}}]})
+    out = tmp_path / "out"
+    assert sw.main([str(f), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    log = out / "bad-pre" / "s0" / "error.log"
+    assert err == ["error: 2 of 4 runs failed; running the sweep again retries them (finished runs are kept, "
+                   "interrupted ones continue from their checkpoints):",
+                   f"  bad-pre/s0: train.init_from: no checkpoint at {nowhere} (give a run folder holding "
+                   f"checkpoints/last.pt, or a checkpoint file) (traceback in {log})",
+                   "  bad-dec/s0: not run: bad-pre/s0 failed"]
+    assert "SpecError" in log.read_text() and not (out / "bad-dec").exists()
+    assert all((out / g / "s0" / "metrics.json").is_file() for g in ("ok-pre", "ok-dec"))  # after the failure
+    stamp = (out / "ok-dec" / "s0" / "metrics.json").stat().st_mtime_ns
+    assert sw.main([str(f), "--out", str(out), "--no-progress"]) == 1  # the same failure again; ok-* untouched
+    assert (out / "ok-dec" / "s0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert "2 of 4 runs failed" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_torchrun_launcher_runs_each_stage_as_a_two_process_job(tmp_path, tiny_specs):
     """launcher: torchrun: each run is `torchrun --nproc-per-node 2 -m causalrep.run` on its resolved spec;
@@ -420,6 +466,6 @@ def test_add_heldout_scores_only_the_sets_a_run_lacks(tmp_path, tiny_specs, monk
     monkeypatch.setattr(sw, "heldout_metrics", fake)  # the name sweep calls (imported from causalrep.heldout)
     sw.add_heldout(run, s)
     sw.add_heldout(run, s)  # now complete: nothing is scored again
-    assert asked == [{"new": {"exclude": {"shape": ["heart"]}, "n": 5}}]
+    assert asked == [{"new": HeldoutSpec(exclude={"shape": ("heart",)}, n=5)}]  # the sweep file's set, validated
     assert json.loads((run.run_dir / "metrics.json").read_text()) == {
         "heldout_old_mse_x1000": 1.5, "heldout_new_mse_x1000": 7.0, "mig": 0.2}

@@ -1,4 +1,5 @@
-"""Generate docs/spec.md, the spec reference, from the attrs schema in causalrep/spec/schema.py.
+"""Generate docs/spec.md, the spec reference, from the attrs schemas in causalrep/spec/schema.py and (its
+"Sweep files" section) causalrep/spec/sweep.py.
 
     python tools/gen_spec_docs.py --out docs/spec.md     # write it (`make docs`)
     python tools/gen_spec_docs.py --check                # exit 1 (with a diff) if docs/spec.md is stale
@@ -32,6 +33,7 @@ from causalrep.errors import SpecError  # noqa: E402
 from causalrep.spec.convert import MAX_ITEMS, Kinded, _type_name, from_dict, to_dict  # noqa: E402
 from causalrep.spec.load import MAX_BASES, MAX_BYTES, MAX_DEPTH, apply_override, deep_merge  # noqa: E402
 from causalrep.spec.schema import Spec  # noqa: E402
+from causalrep.spec.sweep import EXTENSION_PREFIX, SweepSpec  # noqa: E402
 
 DEFAULT_OUT = "docs/spec.md"
 STALE_MESSAGE = "is out of date: run make docs"
@@ -362,6 +364,35 @@ ERROR_EXAMPLES: list[tuple[str, dict]] = [
     ("a number that is not finite", {**_VALID, "train": {"lr": float("nan")}}),
 ]
 
+# a sweep file on a Slurm GPU cluster (validated as a whole with from_dict(SweepSpec, ...))
+SWEEP_EXAMPLE = """\
+# 001 sec 3.2 in a sweep: two models x 3 seeds, pre-trained without the ball, then the decoder alone on all
+name: extrapolation
+base: ../base/paper_64.yaml                  # relative to the sweep file
+models:
+  sae12: {graph: {kind: chain, nodes: 12}, model: {kind: sae, latent_dim: 12}}
+  ae: {graph: null, model: {kind: ae, latent_dim: 12}}
+seeds: [0, 1, 2]
+overrides: {evaluate.metrics: [reconstruction]}
+stages:
+  - {name: neither, overrides: {data.exclude: {shape: [sphere]}, train.steps: 80000}}
+  - {name: decoder, overrides: {train.init_from: "@neither", train.trainable: decoder, train.steps: 20000}}
+heldout:
+  ball: {include: {shape: [sphere]}}
+launcher: slurm
+slurm: {partition: gpu, gpus_per_task: 1, cpus_per_task: 8, mem: 64G, time_min: 720, array_parallelism: 6,
+        sbatch: {account: proj42}}
+"""
+SWEEP_FILE = "specs/sweeps/x.yaml"  # how the error examples name the sweep file
+_SWEEP = {"name": "x", "specs": ["../sae12.yaml"]}
+SWEEP_ERROR_EXAMPLES: list[tuple[str, dict]] = [
+    ("a seed that is not an int", {**_SWEEP, "seeds": [0, 1, "a"]}),
+    ("an override key that is not a key path", {**_SWEEP, "overrides": {"train steps": 300}}),
+    ("a stage referring to a later one", {**_SWEEP, "stages": [
+        {"name": "enc", "overrides": {"train.init_from": "@pre"}}, {"name": "pre"}]}),
+    ("a Slurm setting of the wrong form", {**_SWEEP, "launcher": "slurm", "slurm": {"mem": "64 GB"}}),
+]
+
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _doc(cls: type) -> str:
@@ -430,13 +461,18 @@ class Doc:
         self.sections: dict[str, tuple[type, list[tuple[str, str | None, attrs.Attribute]]]] = {}
 
     # ---------------------------------------------------------------- types, defaults, allowed values
+    @staticmethod
+    def anchor(path: str) -> str:
+        """The anchor of a section's heading, from its key path."""
+        return _anchor(path)
+
     def type_text(self, tp: Any, path: str) -> str:
         if tp is type(None):
             return "`null`"
         if _is_kinded_base(tp):
-            return f"one of the [`{path}` kinds](#{_anchor(path)}) below"
+            return f"one of the [`{path}` kinds](#{self.anchor(path)}) below"
         if isinstance(tp, type) and attrs.has(tp):
-            return f"mapping (see [`{path}`](#{_anchor(path)}))"
+            return f"mapping (see [`{path}`](#{self.anchor(path)}))"
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         if origin in (typing.Union, types.UnionType):
             return " or ".join(self.type_text(a, path) for a in args)
@@ -469,6 +505,9 @@ class Doc:
         pattern = f.metadata.get("pattern")
         if pattern is not None:  # a string key's declared form (schema.py `pattern=`)
             return pattern.phrase
+        keys = f.metadata.get("keys")
+        if keys is not None:  # a mapping's keys' declared form (`keys=`)
+            return f"keys: {keys.phrase}"
         choices = f.metadata.get("choices")
         if choices is not None:
             values = ", ".join(_code(_yaml_inline(c)) for c in choices)
@@ -645,6 +684,10 @@ class Doc:
         for path, _, kinds in bodies:
             out.append(f"  - [`{path}`](#{_anchor(path)})")
             out += [f"    - [`{k}`](#{_anchor(self.kind_heading(path, k))})" for k in kinds]
+        sweep = SweepDoc()
+        sweep_lines = sweep.render_section()
+        out.append(f"- [{SweepDoc.TITLE}](#{_anchor(SweepDoc.TITLE)})")
+        out += [f"  - [{h}](#{_anchor(h)})" for h in sweep.headings]
         out.append("")
         out += self.intro()
         out += ["## Top-level keys", "", _doc(Spec), ""]
@@ -657,6 +700,7 @@ class Doc:
         out.append("")
         for _, lines, _ in bodies:
             out += lines
+        out += sweep_lines
         return "\n".join(out).rstrip("\n") + "\n"
 
     def _kinds_of(self, path: str) -> list[str]:
@@ -831,6 +875,69 @@ class Doc:
             "```",
             "",
         ]
+        return out
+
+
+class SweepDoc(Doc):
+    """The "Sweep files" section: SweepSpec's table and one table per nested section (stages, heldout, slurm),
+    each under a heading `Sweep <key>` (its anchor sweep-<key>: the spec's own sections keep theirs)."""
+
+    TITLE = "Sweep files"
+
+    def __init__(self):
+        super().__init__()
+        self.headings: list[str] = []
+
+    @staticmethod
+    def anchor(path: str) -> str:
+        return _anchor(SweepDoc.heading(path))
+
+    @staticmethod
+    def heading(path: str) -> str:
+        return f"Sweep `{path}`"
+
+    def render_section(self) -> list[str]:
+        example = from_dict(SweepSpec, yaml.safe_load(SWEEP_EXAMPLE))
+        if example.launcher != "slurm" or example.stages[1].overrides["train.init_from"] != "@neither":
+            raise RuntimeError("tools/gen_spec_docs.py: the sweep example no longer reads as described")
+        errors = []
+        for what, data in SWEEP_ERROR_EXAMPLES:
+            try:
+                from_dict(SweepSpec, data)
+            except SpecError as exc:  # the sweep loader prefixes the file, as here
+                errors.append((what, f"error: {SWEEP_FILE}: {exc}"))
+            else:
+                raise RuntimeError(f"tools/gen_spec_docs.py: the sweep error example {what!r} no longer fails")
+        out = [
+            f"## {self.TITLE}",
+            "",
+            "A sweep file (`python -m causalrep.sweep SWEEP [--out DIR] [--dry-run]`; docs/sweeps.md explains how "
+            "it expands into runs, how they are launched and resumed) is validated like a spec, against the frozen "
+            "attrs classes of `causalrep/spec/sweep.py` (this section is generated from them): unknown keys, wrong "
+            "types, numbers outside their range and names that are not folder names are errors that name the file "
+            "and the key path, exit code 2, before anything trains. Top-level keys starting with "
+            f"`{EXTENSION_PREFIX}` are ignored: they hold YAML anchors that models refer to. The spec keys inside a "
+            "sweep (a `models:` entry, `overrides`, `grid`, a stage's `overrides`) are validated with each run's "
+            "spec, as a spec file and `--set` would be (the sections above).",
+            "",
+            "```yaml",
+            SWEEP_EXAMPLE.rstrip("\n"),
+            "```",
+            "",
+            "Errors (produced by the code while this page is generated):",
+            "",
+        ]
+        for what, msg in errors:
+            out += [f"- {what}:", "", "  ```text", f"  {msg}", "  ```", ""]
+        self.headings.append("Sweep keys")
+        out += ["### Sweep keys", "", _doc(SweepSpec), ""] + self.table(SweepSpec, "") + [""]
+        hints = typing.get_type_hints(SweepSpec)
+        for f in attrs.fields(SweepSpec):
+            for cls in _spec_classes(hints[f.name]):
+                heading = self.heading(f.name)
+                self.headings.append(heading)
+                out += [f"### {heading}", "", f"{_sentence(f.metadata.get('help', ''))} {_doc(cls)}", ""]
+                out += self.table(cls, f.name) + [""]
         return out
 
 

@@ -82,8 +82,9 @@ class Range:
                 self.check(v, f"{path}.{key_text(k)}")
 
 
-def _validator(rule: "Range | Pattern"):
-    """An attrs validator holding a directly constructed spec class to the rule (a Range or a Pattern) too."""
+def _validator(rule: "Range | Pattern | KeyPattern"):
+    """An attrs validator holding a directly constructed spec class to the rule (a Range, Pattern or KeyPattern)
+    too."""
     def validate(instance, attribute, value):
         try:
             rule.check(value, attribute.name)
@@ -105,16 +106,31 @@ class Pattern:
             raise SpecError(path, f"expected {self.phrase}, got {describe(value)}")
 
 
+class KeyPattern:
+    """A mapping key's valid form (`keys=` of a field): every key of the mapping must match the Pattern; an error
+    names the key's own path (e.g. `overrides.'train..lr': expected a dotted key path ...`)."""
+
+    def __init__(self, pattern: Pattern):
+        self.pattern, self.phrase = pattern, pattern.phrase
+
+    def check(self, value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k in value:
+                self.pattern.check(k, f"{path}.{key_text(k)}")
+
+
 def spec_field(default: Any = attrs.NOTHING, *, help: str, choices: tuple | None = None, range: str | None = None,
-               pattern: Pattern | None = None):
+               pattern: Pattern | None = None, keys: Pattern | None = None):
     """An attrs field carrying its documentation (`help`), allowed values (`choices`) and, for a numeric key,
     its valid range (`range`, an interval such as "> 0" or "[0, 1]"; see Range), or for a string key its
-    valid form (`pattern`)."""
+    valid form (`pattern`), or for a mapping the valid form of its keys (`keys`)."""
     if isinstance(default, (list, dict)):
         raise TypeError("use a tuple (or attrs.Factory) for a mutable default")
     rng = Range.parse(range) if range is not None else None
-    validators = [_validator(rule) for rule in (rng, pattern) if rule is not None]
-    return attrs.field(default=default, metadata={"help": help, "choices": choices, "range": rng, "pattern": pattern},
+    key_rule = KeyPattern(keys) if keys is not None else None
+    validators = [_validator(rule) for rule in (rng, pattern, key_rule) if rule is not None]
+    return attrs.field(default=default, metadata={"help": help, "choices": choices, "range": rng, "pattern": pattern,
+                                                  "keys": key_rule},
                        validator=validators or None)
 
 
@@ -148,6 +164,8 @@ def register_kind(base, name: str):
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
+    if tp is Any:
+        return "any value"
     if isinstance(tp, type):
         if attrs.has(tp):
             return "mapping"
@@ -279,6 +297,9 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         pattern = fields[key].metadata.get("pattern")
         if pattern is not None:
             pattern.check(val, kp)
+        key_rule = fields[key].metadata.get("keys")
+        if key_rule is not None:
+            key_rule.check(val, kp)
         kwargs[key] = val
     for name, f in fields.items():
         if name not in kwargs and f.default is attrs.NOTHING:
@@ -286,9 +307,9 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
             raise SpecError(kp, f"missing required key ({_type_name(hints[name])}): {f.metadata.get('help', '')}")
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as exc:  # a validator's "key: ..." names the key path
+    except (ValueError, TypeError) as exc:  # a validator's "key: ..." (or "key[1].sub: ...") names the key path
         key, sep, rest = str(exc).partition(": ")
-        if sep and key in fields:
+        if sep and re.split(r"[.\[]", key, maxsplit=1)[0] in fields:
             raise SpecError(f"{path}.{key}" if path else key, rest) from None
         raise SpecError(path, str(exc)) from None
 
