@@ -18,6 +18,7 @@ from .errors import CausalrepError, DataError, SpecError
 from .graph.kinds import GRAPHS, independent_graph
 from .graph.latent import LatentGraph
 from .metrics import METRICS
+from .metrics.curves import CURVE_KEYS
 from .models.trainable import MODELS, BuildContext, Trainable
 from .report import read_baseline
 from .spec.load import load_spec, register_check, register_resolver
@@ -113,6 +114,15 @@ def validate_spec(spec: Spec) -> None:
         if m in dataset_class.unavailable_metrics:
             raise SpecError(f"evaluate.metrics[{i}]", f"metric {m!r} cannot be computed on dataset "
                                                       f"{spec.data.name!r}: {dataset_class.unavailable_metrics[m]}")
+    ev = spec.evaluate
+    if ev.stop_on is not None:
+        keys = [k for m in ev.every_metrics for k in CURVE_KEYS[m]]
+        if not ev.every:
+            raise SpecError("evaluate.stop_on", f"{ev.stop_on!r} stops on a curve, but evaluate.every is 0 (no "
+                                                f"curves); set evaluate.every > 0")
+        if ev.stop_on not in keys:
+            raise SpecError("evaluate.stop_on", f"{ev.stop_on!r} is not a key of evaluate.every_metrics "
+                                                f"{list(ev.every_metrics)}; their keys: {', '.join(keys)}")
     for key in ("encoder", "decoder"):
         sub = getattr(spec.model, key, None)
         blocks = getattr(sub, "blocks", None)

@@ -12,7 +12,9 @@ import torch
 from .build import Run, build_dataset, build_graph, build_model, build_split, load_run  # noqa: F401  (Run, load_run: re-exported)
 from .data.base import GroundTruthDataset
 from .graph.latent import LatentGraph
+from .errors import SpecError
 from .metrics import METRICS
+from .metrics.curves import LEAST_SAMPLES, CurveEvaluator, EarlyStopping
 from .models.trainable import Trainable
 from .report import read_baseline, write_report
 from .spec import dump_spec, load_spec, to_dict
@@ -94,7 +96,7 @@ class Experiment:
                               val_samples=t.val_samples, seed=spec.seed,
                               progress=self.progress, channels_last=t.channels_last, compile=t.compile,
                               resident=spec.data.resident, trainable=t.trainable, lr_schedule=t.lr_schedule,
-                              lr_warmup_steps=t.lr_warmup_steps)
+                              lr_warmup_steps=t.lr_warmup_steps, **self.curve_options(main))
             if self.resuming:
                 trainer.resume()  # on every rank
             trainer.fit()
@@ -116,6 +118,20 @@ class Experiment:
             return metrics
         finally:
             tracker.close()
+
+    def curve_options(self, main: bool) -> dict[str, Any]:
+        """The trainer's curve evaluator and early stopping (evaluate.every, stop_on), built on rank 0 only."""
+        ev = self.spec.evaluate
+        if not ev.every or not main:
+            return {}
+        index = self.split.val[:ev.every_samples]
+        if len(index) < LEAST_SAMPLES:
+            raise SpecError("evaluate.every_samples", f"the curves need at least {LEAST_SAMPLES} validation images; "
+                                                      f"the val split has {len(self.split.val)}")
+        stop = EarlyStopping(ev.stop_on, patience=ev.stop_patience, mode=ev.stop_mode,
+                             min_delta=ev.stop_min_delta) if ev.stop_on else None
+        return {"curves": CurveEvaluator(self.dataset, index, ev.every_metrics, dci=ev.dci), "curve_every": ev.every,
+                "early_stopping": stop}
 
     def evaluate(self, device: torch.device, step: int | None = None) -> dict[str, Any]:
         metrics: dict[str, Any] = {"step": self.spec.train.steps if step is None else step}

@@ -126,3 +126,71 @@ def matrix_heatmap(matrix: torch.Tensor, *, rows: Any = None, cols: Any = None, 
                 draw.text((x0 + cell // 2, y + cell // 2), f"{100 * v:.0f}", font=font, anchor="mm",
                           fill="white" if v > 0.5 else "black")
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+
+
+# line colours of line_plot, one per series in order (Tableau 10's first eight, as RGB)
+LINE_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+                (227, 119, 194), (127, 127, 127))
+
+
+def plot_frame(xs: Sequence[float], ys: Sequence[float], *, width: int, height: int, left: int = 48,
+               right: int = 12, top: int = 30, bottom: int = 30) -> tuple[Any, Any]:
+    """The linear maps (x -> column, y -> row) of a plot area inside a width x height image with the given
+    margins: x from min(xs) to max(xs), y from min(ys) to max(ys), widened to [0, 1] when every y lies in it
+    (scores) and by half a unit when the range is empty."""
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if 0.0 <= y0 and y1 <= 1.0:
+        y0, y1 = 0.0, 1.0
+    if x1 == x0:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    if y1 == y0:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    sx = (width - left - right) / (x1 - x0)
+    sy = (height - top - bottom) / (y1 - y0)
+    return (lambda x: left + (x - x0) * sx), (lambda y: height - bottom - (y - y0) * sy)
+
+
+def line_plot(series: dict[str, Sequence[tuple[float, float]]], *, title: str | None = None, width: int = 560,
+              height: int = 320, xlabel: str = "step") -> torch.Tensor:
+    """Curves as one image: series {name: [(x, y), ...]} (each sorted by x) -> (3, H, W) float in [0, 1].
+
+    One polyline with a dot per point for each series (LINE_COLOURS in order), y gridlines at five levels with
+    their values, x ticks at each series' points' range ends and middle, a legend in the top margin. Drawn with
+    PIL's built-in font (no plotting library), e.g. the report's curves.png of the disentanglement curves.
+    """
+    series = {k: list(v) for k, v in series.items() if len(v)}
+    if not series:
+        raise ValueError("line_plot: no points to draw")
+    if len(series) > len(LINE_COLOURS):
+        raise ValueError(f"line_plot: at most {len(LINE_COLOURS)} series; got {len(series)}")
+    xs = [p[0] for v in series.values() for p in v]
+    ys = [p[1] for v in series.values() for p in v]
+    px, py = plot_frame(xs, ys, width=width, height=height)
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font = _font(11)
+    y_lo, y_hi = (0.0, 1.0) if 0.0 <= min(ys) and max(ys) <= 1.0 else (min(ys), max(ys))
+    for k in range(5):  # gridlines and their values
+        v = y_lo + (y_hi - y_lo) * k / 4
+        y = py(v)
+        draw.line([(px(min(xs)), y), (width - 12, y)], fill=(225, 225, 225))
+        draw.text((44, y), f"{v:.3g}", fill="black", font=font, anchor="rm")
+    x_lo, x_hi = min(xs), max(xs)
+    for v in sorted({x_lo, (x_lo + x_hi) / 2, x_hi}):
+        draw.text((px(v), height - 26), f"{v:.6g}", fill="black", font=font, anchor="mt")
+    draw.text((width - 12, height - 12), xlabel, fill="black", font=font, anchor="rb")
+    draw.rectangle([px(x_lo), py(y_hi), width - 12, py(y_lo)], outline=(150, 150, 150))
+    x_legend = 48
+    for (name, pts), colour in zip(series.items(), LINE_COLOURS):
+        pts = [(px(x), py(y)) for x, y in pts]
+        if len(pts) > 1:
+            draw.line(pts, fill=colour, width=2)
+        for x, y in pts:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.rectangle([x_legend, 8, x_legend + 10, 18], fill=colour)
+        draw.text((x_legend + 14, 13), name, fill="black", font=font, anchor="lm")
+        x_legend += 24 + int(font.getlength(name))
+    if title is not None:
+        draw.text((width - 12, 13), title, fill="black", font=font, anchor="rm")
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255

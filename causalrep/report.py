@@ -13,12 +13,12 @@ from torchvision.utils import save_image
 
 from .data.base import GroundTruthDataset, Split
 from .errors import SpecError
-from .figures import axis_labels, labelled_grid, matrix_heatmap
+from .figures import axis_labels, labelled_grid, line_plot, matrix_heatmap
 from .generate import sample_images
 from .graph.draw import draw_graph
 from .models.base import LatentModel
 from .models.trainable import Trainable
-from .track.base import Tracker
+from .track.base import Tracker, read_jsonl
 
 
 @torch.no_grad()
@@ -66,6 +66,9 @@ def write_report(*, model: Trainable, dataset: GroundTruthDataset, split: Split,
             grids[f"samples_{method}"] = labelled_grid(s.view(8, 8, *s.shape[1:]), title=f"{method} samples")
         if getattr(model, "learned_graph", None) is None:  # a learned graph: the model draws it (learned_graph.png)
             grids["graph"] = draw_graph(model.graph.nx)  # the latent SCM of `graph:`, networkx's circular layout
+    curves = curve_series(run_dir / "metrics.jsonl")
+    if curves:  # evaluate.every: the disentanglement curves over training
+        grids["curves"] = line_plot(curves, title="disentanglement on validation images")
     grids.update(model.report_images(x))  # model-specific figures (attention maps, adjacency, committee)
     for name, value in metrics.items():  # matrix-valued metrics (the ICM win proportions) as heat maps
         if _is_matrix(value):
@@ -85,6 +88,24 @@ def write_report(*, model: Trainable, dataset: GroundTruthDataset, split: Split,
                                         baseline=baseline, factors=factors))
     files["metrics"] = write_json_atomic(run_dir / "metrics.json", metrics)
     return files
+
+
+# the curve keys drawn in curves.png, with their legend names (the scores in [0, 1] of evaluate.every_metrics)
+CURVE_LEGEND = {"dci_disentanglement": "DCI-d", "dci_completeness": "DCI-c", "mig": "MIG", "sap": "SAP",
+                "irs": "IRS", "modexp_modularity": "modularity"}
+
+
+def curve_series(path: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """The disentanglement curves a run logged (context "curve" of its metrics.jsonl), by legend name, each as
+    (step, value) sorted by step; a step logged twice (a resumed run repeating it) keeps its last value."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    points: dict[str, dict[int, float]] = {}
+    for rec in read_jsonl(path):
+        if rec.get("context") == "curve" and rec["name"] in CURVE_LEGEND and isinstance(rec["value"], float):
+            points.setdefault(rec["name"], {})[int(rec["step"])] = rec["value"]
+    return {CURVE_LEGEND[k]: sorted(points[k].items()) for k in CURVE_LEGEND if k in points}
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

@@ -523,6 +523,19 @@ class EvaluateSpec:
                                             "results/quickstart/ae, relative to the working directory): report.md "
                                             "and the terminal summary put their mean beside each metric")
     hybrid_latents: int = field(128, range="[1, 1e7]", help="latents stored for hybrid sampling (001 sec 2.3: N = 128)")
+    every: int = field(0, range="[0, 1e9]", help="steps between disentanglement curve points during training (0: "
+                                                 "none): every_metrics on the first every_samples validation images, "
+                                                 "logged in context 'curve' and drawn as curves.png in the report")
+    every_metrics: tuple[str, ...] = field(("dci", "mig", "sap"), choices=("mig", "dci", "sap", "irs", "modexp"),
+                                           help="the metrics of each curve point (codes and factors only)")
+    every_samples: int = field(1500, range="[6, 1e7]", help="validation images of the curves (fixed: the first N of "
+                                                            "the val split; 2/3 fit the predictors, 1/3 test them)")
+    stop_on: str | None = field(None, help="early stopping: a curve key (e.g. dci_disentanglement, mig, sap) whose "
+                                           "lack of improvement for stop_patience curve points stops training, with "
+                                           "a checkpoint; needs every > 0")
+    stop_patience: int = field(3, range="[1, 1e6]", help="curve points without improvement before stop_on stops")
+    stop_mode: str = field("max", choices=("max", "min"), help="whether stop_on improves upwards or downwards")
+    stop_min_delta: float = field(0.0, range=NON_NEGATIVE, help="the least change that counts as an improvement")
 
 
 @frozen

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import GroundTruthDataset, Split
 from ..errors import CheckpointError, SpecError, TrainingError, one_line
+from ..metrics.curves import CurveEvaluator, EarlyStopping
 from ..metrics.reconstruction import batched_images
 from ..models.trainable import FitContext, Trainable, copy_optimizer_state
 from ..track.base import Tracker
@@ -76,7 +77,8 @@ class Trainer:
                  checkpoint_every: int = 1000, log_every: int = 50, val_every: int = 1000, val_samples: int = 512,
                  seed: int = 0, progress: bool = True, channels_last: bool = False, compile: bool = False,
                  resident: str = "auto", resident_max_bytes: int = 8 << 30, trainable: str = "all",
-                 lr_schedule: str = "constant", lr_warmup_steps: int = 0):
+                 lr_schedule: str = "constant", lr_warmup_steps: int = 0, curves: CurveEvaluator | None = None,
+                 curve_every: int = 0, early_stopping: EarlyStopping | None = None):
         self.rank, self.world = distributed.rank(), distributed.world_size()
         if batch_size % self.world:
             raise SpecError("train.batch_size", f"{batch_size} is the global batch and must divide evenly over "
@@ -124,6 +126,10 @@ class Trainer:
         self.step = 0
         self.extras: dict[str, torch.Tensor] = {}
         self.resident = self._make_resident(resident, resident_max_bytes)
+        # disentanglement curves (evaluate.every): the evaluator's metrics every curve_every steps, on rank 0
+        if early_stopping is not None and (curves is None or not curve_every):
+            raise ValueError("early stopping follows a curve: it needs a curve evaluator and curve_every > 0")
+        self.curves, self.curve_every, self.early_stopping = curves, curve_every, early_stopping
 
     # -- pieces --------------------------------------------------------------------------------
     def autocast(self):
@@ -378,7 +384,10 @@ class Trainer:
                 for name, image in self.model.track_images().items():
                     self.tracker.log_image(name, image, step=self.step, context="train")
             stop = model.should_stop(self.context()) if due_val and main else None
-            if due_val and self.world > 1:  # rank 0 decides (and keeps its reason); every rank stops with it
+            due_curve = bool(self.curve_every) and (self.step % self.curve_every == 0 or self.step == self.steps)
+            if due_curve and main:
+                stop = self.curve_point() or stop
+            if (due_val or due_curve) and self.world > 1:  # rank 0 decides (and keeps its reason); every rank stops with it
                 flag = distributed.all_reduce_(torch.tensor(float(stop is not None), device=self.device), "max")
                 stop = stop or ("stopped by rank 0" if int(flag) else None)
             if due_ckpt or stop:
@@ -392,6 +401,23 @@ class Trainer:
                 break
         bar.close()
         return last
+
+    def curve_point(self) -> str | None:
+        """One point of the disentanglement curves: the evaluator's values logged in context "curve" (Aim and
+        metrics.jsonl), a progress line, and early stopping's verdict (a reason to stop, or None)."""
+        seconds = self.curves.seconds
+        values = self.curves(self.model, self.device)
+        seconds = self.curves.seconds - seconds
+        for name, value in values.items():
+            self.tracker.log_metric(name, value, step=self.step, context="curve")
+        self.tracker.log_metric("curve_seconds", seconds, step=self.step, context="curve")
+        shown = ", ".join(f"{k.replace('dci_disentanglement', 'dci_d')} {v:.3f}" for k, v in values.items()
+                          if k in ("dci_disentanglement", "mig", "sap", "irs", "modexp_modularity"))
+        if self.progress:
+            tqdm.write(f"step {self.step}: {shown} ({seconds:.1f} s)")
+        if self.early_stopping is None:
+            return None
+        return self.early_stopping.update(self.step, values[self.early_stopping.key])
 
     def _global_mean(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Distributed: the ranks' term sums averaged, i.e. the terms of the global batch (equal shards)."""
