@@ -402,7 +402,7 @@ def linear_svc_1d(x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, *, C: 
     return w[:, :, 0], b[:, :, 0]
 
 
-def _sap_classes(factors: torch.Tensor, what: str):
+def sap_classes(factors: torch.Tensor, what: str):
     y, nk, values = _dense_labels(factors)
     if (nk < 2).any():
         k = int(torch.nonzero(nk < 2)[0])
@@ -424,7 +424,7 @@ def sap_score_matrix(codes_train, factors_train, codes_test, factors_test) -> to
                          f"test {tuple(codes_test.shape)}/{tuple(factors_test.shape)} differ in D or K")
     if codes_train.device != codes_test.device:
         raise ValueError(f"sap: train tensors on {codes_train.device}, test tensors on {codes_test.device}")
-    y, counts, values = _sap_classes(factors_train, "sap")
+    y, counts, values = sap_classes(factors_train, "sap")
     w, b = linear_svc_1d(codes_train, y, counts)  # (D, K, Cm)
     K, Cm = counts.shape
     cls = torch.arange(Cm, device=w.device)
