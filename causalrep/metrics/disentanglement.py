@@ -230,8 +230,9 @@ def sap(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarr
     """Mean over factors of the gap between the two most predictive single code dims (accuracy).
 
     backend="torch" solves the same LinearSVC problems to their exact optimum (tensor.sap, on the CPU here):
-    ~4x faster; it differs from liblinear's tol=1e-4 solutions only at test points near a decision boundary
-    (<= 1.2e-4 in SAP on the measured cases, tests/metrics/test_tensor.py).
+    3x faster at 10k / 5k points with one torch thread (tools/bench_tensor_metrics.py --threads 1); it differs
+    from liblinear's tol=1e-4 solutions only at test points near a decision boundary (<= 1.2e-4 in SAP on the
+    measured cases, tests/metrics/test_tensor.py).
     """
     codes_train, factors_train = _check(codes_train, factors_train, "sap (train)")
     codes_test, factors_test = _check(codes_test, factors_test, "sap (test)")
