@@ -126,16 +126,18 @@ def test_mutual_info_and_entropy_equal_numpy(case):
     cells = len(np.unique(a)) * len(np.unique(b))
     assert got.dtype == torch.float64 and got.shape == want.shape
     assert np.abs(got.numpy() - want).max() <= mi_bound(cells, len(a))
-    assert np.abs(tm.discrete_entropy(T(b)).numpy() - nd.discrete_entropy(b)).max() <= mi_bound(len(np.unique(b)), len(b))
+    h_bound = mi_bound(len(np.unique(b)), len(b))
+    assert np.abs(tm.discrete_entropy(T(b)).numpy() - nd.discrete_entropy(b)).max() <= h_bound
     # chunking only splits the integer counts: the same numbers, bit for bit
     assert torch.equal(tm.discrete_mutual_info(T(a), T(b), chunk=7), got)
 
 
-@given(st.integers(1, 60).flatmap(lambda n: st.tuples(
-    hnp.arrays(np.int64, (n, 3), elements=st.integers(-3, 3)), hnp.arrays(np.int64, (n, 2), elements=st.integers(0, 4)))))
+@given(st.integers(1, 60).flatmap(lambda n: st.tuples(hnp.arrays(np.int64, (n, 3), elements=st.integers(-3, 3)),
+                                                     hnp.arrays(np.int64, (n, 2), elements=st.integers(0, 4)))))
 def test_mutual_info_property(ab):
     a, b = ab
-    assert np.abs(tm.discrete_mutual_info(T(a), T(b)).numpy() - nd.discrete_mutual_info(a, b)).max() <= mi_bound(35, len(a))
+    got = tm.discrete_mutual_info(T(a), T(b)).numpy()
+    assert np.abs(got - nd.discrete_mutual_info(a, b)).max() <= mi_bound(7 * 5, len(a))
     assert np.abs(tm.discrete_entropy(T(b)).numpy() - nd.discrete_entropy(b)).max() <= mi_bound(5, len(a))
 
 
@@ -182,7 +184,8 @@ def test_mig_modularity_hand_values():
     v = np.tile(np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), (25, 1))
     z = np.stack([v[:, 0], v[:, 0] & v[:, 1]], axis=1).astype(float)
     assert tm.mig(T(z), T(v)) == pytest.approx(0.5, abs=1e-15)  # test_disentanglement's hand-computed MIG
-    assert tm.modularity_from_mi(torch.tensor([[2.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.0, 3.0]])) == pytest.approx(1.75 / 4)
+    mi = torch.tensor([[2.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.0, 3.0]])  # test_disentanglement's rows
+    assert tm.modularity_from_mi(mi) == pytest.approx(1.75 / 4)
     with pytest.raises(ValueError, match="at least 2 code dimensions"):
         tm.mig(T(z[:, :1]), T(v))
 
@@ -347,7 +350,8 @@ def test_sap_matches_sklearn_at_benchmark_size(kind, sizes):
     check_sap_case(kind, sizes, 10000, 21)
 
 
-@given(st.integers(20, 300), st.integers(2, 5), st.sampled_from(["aligned", "noise", "discrete"]), st.integers(0, 10**6))
+@given(st.integers(20, 300), st.integers(2, 5), st.sampled_from(["aligned", "noise", "discrete"]),
+       st.integers(0, 10**6))
 def test_linear_svc_1d_property(n, size, kind, seed):
     z, f = codes_for(kind, n, (size, 2), seed, spare=1)
     if min(len(np.unique(c)) for c in f.T) < 2:  # a factor with one value: no classifier (tested below)
