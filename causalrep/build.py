@@ -24,7 +24,7 @@ from .report import read_baseline
 from .spec.load import load_spec, register_check, register_resolver
 from .spec.schema import ChainGraphSpec, ModelSpec, PatternPerturbationSpec, Spec, UniformPerturbationSpec
 from .train.checkpoint import CHECKPOINT, load_latest
-from .train.transfer import checkpoint_path
+from .train.transfer import UnusableStart, checkpoint_path
 
 
 def build_dataset(spec: Spec) -> GroundTruthDataset:
@@ -161,6 +161,8 @@ def check_spec(spec: Spec) -> dict:
                 check(value)  # the checks the run makes before it trains (read only)
             except SpecError:
                 raise
+            except UnusableStart as exc:  # the checkpoint reader names the file; the spec reader names the key
+                raise SpecError(key, exc.message) from None
             except (OSError, ValueError) as exc:  # a NUL byte, a name the file system refuses, unreadable JSON
                 raise SpecError(key, f"cannot read {value!r}: {exc}") from None
     try:

@@ -21,7 +21,7 @@ from .spec import dump_spec, load_spec, to_dict
 from .spec.schema import Spec
 from .track import make_tracker
 from .train import CHECKPOINT, Trainer, distributed, has_checkpoint
-from .train.transfer import load_initial_weights
+from .train.transfer import NothingToTrain, UnusableStart, load_initial_weights
 
 
 def new_run_dir(out: str | Path, name: str) -> Path:
@@ -52,6 +52,10 @@ class Experiment:
         self.baseline = read_baseline(spec.evaluate.baseline)  # checked before anything is made or trained
         self.out = Path(out)
         distributed.init(spec.train.device)  # joins torchrun's process group; nothing in a plain run
+        world = distributed.world_size()
+        if spec.train.batch_size % world:
+            raise SpecError("train.batch_size", f"{spec.train.batch_size} is the global batch and must divide evenly "
+                                                f"over the {world} processes")
         self.resuming = run_dir is not None and has_checkpoint(Path(run_dir) / CHECKPOINT)  # or last.prev.pt
         if run_dir is None:  # rank 0 picks the timestamped folder; every rank must use the same one
             run_dir = distributed.broadcast_object(str(new_run_dir(out, spec.name)) if distributed.is_main() else None)
@@ -64,7 +68,10 @@ class Experiment:
         self.split = build_split(spec, self.dataset)
         self.model: Trainable = build_model(spec, self.dataset, self.graph)
         if spec.train.init_from and not self.resuming:  # a resumed run continues from its own checkpoint
-            load_initial_weights(self.model, spec.train.init_from)
+            try:
+                load_initial_weights(self.model, spec.train.init_from)
+            except UnusableStart as exc:
+                raise SpecError("train.init_from", exc.message) from None
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides=(), *, device: str | None = None, progress: bool = True):
@@ -89,14 +96,17 @@ class Experiment:
         try:
             tracker.log_params(to_dict(spec))
             t = spec.train
-            trainer = Trainer(model=self.model, dataset=self.dataset, split=self.split, run_dir=self.run_dir,
-                              tracker=tracker, steps=t.steps, batch_size=t.batch_size, lr=t.lr, betas=t.betas,
-                              precision=t.precision, device=t.device, checkpoint_every=t.checkpoint_every,
-                              log_every=t.log_every, val_every=t.val_every,
-                              val_samples=t.val_samples, seed=spec.seed,
-                              progress=self.progress, channels_last=t.channels_last, compile=t.compile,
-                              resident=spec.data.resident, trainable=t.trainable, lr_schedule=t.lr_schedule,
-                              lr_warmup_steps=t.lr_warmup_steps, **self.curve_options(main))
+            try:
+                trainer = Trainer(model=self.model, dataset=self.dataset, split=self.split, run_dir=self.run_dir,
+                                  tracker=tracker, steps=t.steps, batch_size=t.batch_size, lr=t.lr, betas=t.betas,
+                                  precision=t.precision, device=t.device, checkpoint_every=t.checkpoint_every,
+                                  log_every=t.log_every, val_every=t.val_every,
+                                  val_samples=t.val_samples, seed=spec.seed,
+                                  progress=self.progress, channels_last=t.channels_last, compile=t.compile,
+                                  resident=spec.data.resident, trainable=t.trainable, lr_schedule=t.lr_schedule,
+                                  lr_warmup_steps=t.lr_warmup_steps, **self.curve_options(main))
+            except NothingToTrain as exc:  # the trainer takes plain values; the spec reader names the key
+                raise SpecError("train.trainable", str(exc)) from None
             if self.resuming:
                 trainer.resume()  # on every rank
             trainer.fit()

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.base import GroundTruthDataset, Split
-from ..errors import CheckpointError, SpecError, TrainingError, one_line
+from ..errors import CheckpointError, TrainingError, one_line
 from ..metrics.curves import CurveEvaluator, EarlyStopping
 from ..metrics.reconstruction import batched_images
 from ..models.trainable import FitContext, Trainable, copy_optimizer_state
@@ -80,9 +80,9 @@ class Trainer:
                  lr_schedule: str = "constant", lr_warmup_steps: int = 0, curves: CurveEvaluator | None = None,
                  curve_every: int = 0, early_stopping: EarlyStopping | None = None):
         self.rank, self.world = distributed.rank(), distributed.world_size()
-        if batch_size % self.world:
-            raise SpecError("train.batch_size", f"{batch_size} is the global batch and must divide evenly over "
-                                                f"the {self.world} processes")
+        if batch_size % self.world:  # Experiment names train.batch_size before it gets here
+            raise ValueError(f"batch_size {batch_size} is the global batch and must divide evenly over the "
+                             f"{self.world} processes")
         self.device = resolve_device(device)
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", distributed.local_rank())  # one GPU per process

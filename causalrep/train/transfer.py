@@ -11,28 +11,38 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import SpecError
+from ..errors import CheckpointError
 from .checkpoint import CHECKPOINT, has_checkpoint, load_latest
 
 TRAINABLE = ("all", "encoder", "decoder")
 
 
+class UnusableStart(CheckpointError):
+    """train.init_from names no checkpoint, or one whose weights do not fit the model: a problem of the spec, which
+    its readers (Experiment, check_spec) report under the key. A checkpoint that cannot be read (refused, corrupt)
+    stays a CheckpointError naming the file."""
+
+
+class NothingToTrain(ValueError):
+    """train.trainable selects no parameter of the model (raised by trainable_parameters, named by the reader)."""
+
+
 def checkpoint_path(init_from: str | Path) -> Path:
-    """A run folder (its checkpoints/last.pt) or a checkpoint file; SpecError naming train.init_from if absent
-    (present: the file, or the previous checkpoint save_checkpoint kept beside it)."""
+    """A run folder (its checkpoints/last.pt) or a checkpoint file; a CheckpointError if absent (present: the file,
+    or the previous checkpoint save_checkpoint kept beside it). The spec readers name the key (train.init_from)."""
     path = Path(init_from).expanduser()
     if path.is_dir():
         path = path / CHECKPOINT
     if not has_checkpoint(path):
-        raise SpecError("train.init_from", f"no checkpoint at {path} (give a run folder holding "
-                                           "checkpoints/last.pt, or a checkpoint file)")
+        raise UnusableStart(path, f"no checkpoint at {path} (give a run folder holding checkpoints/last.pt, or a "
+                                    "checkpoint file)")
     return path
 
 
 def load_initial_weights(model: nn.Module, init_from: str | Path) -> Path:
     """Copy the model weights (and buffers) of `init_from` into `model`; the optimiser starts afresh.
 
-    The architectures must match key for key and shape for shape; otherwise a SpecError lists the
+    The architectures must match key for key and shape for shape; otherwise a CheckpointError lists the
     first differences (e.g. a different data.resolution or model size than the source run's).
     """
     path = checkpoint_path(init_from)
@@ -46,8 +56,8 @@ def load_initial_weights(model: nn.Module, init_from: str | Path) -> Path:
     if missing or unexpected or shapes:
         parts = [f"{what}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
                  for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
-        raise SpecError("train.init_from", f"the weights in {path} do not fit this model ({'; '.join(parts)}); "
-                                           "the source run must have the same model and data.resolution")
+        raise UnusableStart(path, f"the weights in {path} do not fit this model ({'; '.join(parts)}); the source run "
+                                    "must have the same model and data.resolution")
     model.load_state_dict(state)
     return path
 
@@ -68,7 +78,7 @@ def trainable_parameters(model: nn.Module, which: str, probe: torch.Tensor,
     (the trainer passes the main group; aux groups such as FactorVAE's discriminator always train).
     """
     if which not in TRAINABLE:
-        raise SpecError("train.trainable", f"unknown value {which!r}; allowed: {', '.join(TRAINABLE)}")
+        raise ValueError(f"trainable: unknown value {which!r}; allowed: {', '.join(TRAINABLE)}")
     params = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
     if which == "all":
         return params
@@ -82,6 +92,6 @@ def trainable_parameters(model: nn.Module, which: str, probe: torch.Tensor,
     finally:
         model.train(was_training)
     if not chosen:
-        raise SpecError("train.trainable", f"no parameter of {type(model).__name__} is reached by "
-                                           f"{'encode' if which == 'encoder' else 'decode_logits'}()")
+        raise NothingToTrain(f"no parameter of {type(model).__name__} is reached by "
+                             f"{'encode' if which == 'encoder' else 'decode_logits'}()")
     return chosen

@@ -84,17 +84,22 @@ def test_two_process_gloo_equals_single_process_and_resumes(tmp_path):
 
 
 def test_batch_size_must_divide_over_the_processes(monkeypatch, tmp_path):
-    """batch_size is the global batch: 5 images cannot be split over 2 processes (a SpecError, exit code 2)."""
+    """batch_size is the global batch: 5 images cannot be split over 2 processes. The spec reader (Experiment) names
+    the key (a SpecError, exit code 2); the trainer, given plain values, refuses them with a ValueError."""
     from causalrep.build import build_dataset, build_model, build_split
     from causalrep.errors import SpecError
+    from causalrep.experiment import Experiment
     from causalrep.train import Trainer, distributed
 
     from conftest import tiny_spec
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "init", lambda device: None)
     spec = tiny_spec("ae", overrides=["train.batch_size=5"])
+    with pytest.raises(SpecError, match=r"^train.batch_size: 5 is the global batch .* 2 processes") as info:
+        Experiment(spec, out=tmp_path, progress=False)
+    assert info.value.exit_code == 2 and not any(tmp_path.iterdir())  # refused before a run folder is made
     ds = build_dataset(spec)
-    with pytest.raises(SpecError, match=r"train.batch_size: 5 is the global batch .* 2 processes") as info:
+    with pytest.raises(ValueError, match=r"^batch_size 5 is the global batch .* 2 processes"):
         Trainer(model=build_model(spec, ds), dataset=ds, split=build_split(spec, ds), run_dir=tmp_path,
                 tracker=distributed.NullTracker(), steps=1, batch_size=5, progress=False)
-    assert info.value.exit_code == 2
