@@ -74,7 +74,7 @@ def icm_metric(*, model: ICMCommittee, dataset: GroundTruthDataset, split: Split
     accuracy_before on the transformed ones and accuracy_after on the winning experts' outputs (004 Fig. 6), each
     also per mechanism. The test set is the dataset's own held-out digits (never in training); `n` is not used.
     """
-    if not isinstance(model, ICMCommittee):
+    if not hasattr(model, "compete"):  # the committee, or a stand-in with its compete() (tests)
         raise SpecError("evaluate.metrics", f"metric 'icm' evaluates the ICM committee (model kind icm); got "
                                             f"{type(model).__name__}")
     if not hasattr(dataset, "test_set"):

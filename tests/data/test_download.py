@@ -48,8 +48,8 @@ class RangeHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if srv.mode == "drop":
             body = body[: len(body) // 2]
-        self.wfile.write(body)
-        srv.sent += len(body)
+        srv.sent += len(body)  # counted before it is written: the client may finish reading (and the test assert)
+        self.wfile.write(body)  # before this thread runs on
 
     def log_message(self, *args):  # quiet
         pass

@@ -25,32 +25,36 @@ def run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_the_contract_test_covers_the_worked_example_with_no_other_edit(tmp_path):
-    res = run(["-m", "pytest", "-q", "-p", "sparse_ae_example", "tests/models/test_contract.py", "-k", "sparse_ae",
-               "-p", "no:cacheprovider"], tmp_path)
-    # every-kind tests (unknown capability, forward/backward, round trip) and the capabilities an AE declares
-    # (reconstruct, hybrid, do_noise, do_value): 3 + 4
-    assert res.returncode == 0 and re.search(r"\b7 passed\b", res.stdout), res.stdout[-3000:] + res.stderr[-2000:]
+# run in the same pytest subprocess as the contract test: the worked example's spec and loss
+EXAMPLE_TEST = """
+import pytest
+import torch
 
-
-def test_the_worked_example_builds_from_a_spec_and_its_loss_is_the_documented_one(tmp_path):
-    check = """
-import sparse_ae_example, torch
+import sparse_ae_example  # noqa: F401  (registered by -p already)
 from causalrep.build import build_model
+from causalrep.errors import SpecError
 from causalrep.models.base import reconstruction_loss
 from conftest import tiny_spec
-model = build_model(tiny_spec("sparse_ae", l1=0.5)).eval()
-assert type(model).__name__ == "SparseAE" and model.l1 == 0.5 and model.can("reconstruct")
-x = torch.rand(3, 1, 16, 16)
-out = model(x)
-u = model.encode(x)
-rec = reconstruction_loss(model.decode_logits(u), x, "bce")
-assert torch.allclose(out.loss, rec + 0.5 * u.abs().sum(1).mean()), (float(out.loss), float(rec))
-try:
-    tiny_spec("sparse_ae", l1=-1.0)
-except Exception as exc:
-    print("refused:", exc)
+
+
+def test_the_worked_example_builds_from_a_spec_and_its_loss_is_the_documented_one():
+    model = build_model(tiny_spec("sparse_ae", l1=0.5)).eval()
+    assert type(model).__name__ == "SparseAE" and model.l1 == 0.5 and model.can("reconstruct")
+    x = torch.rand(3, 1, 16, 16)
+    out = model(x)
+    u = model.encode(x)
+    rec = reconstruction_loss(model.decode_logits(u), x, "bce")
+    assert torch.allclose(out.loss, rec + 0.5 * u.abs().sum(1).mean())
+    with pytest.raises(SpecError, match=r"^model.l1: expected a number >= 0, got -1.0"):
+        tiny_spec("sparse_ae", l1=-1.0)  # its range, named by key path like every built-in key
 """
-    res = run(["-c", f"import sys; sys.path.insert(0, 'tests'); exec({check!r})"], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "refused: model.l1: expected a number >= 0, got -1.0" in res.stdout  # its range, named by key path like every built-in key
+
+
+def test_the_contract_test_covers_the_worked_example_with_no_other_edit(tmp_path):
+    (tmp_path / "test_sparse_ae_example.py").write_text(EXAMPLE_TEST)
+    res = run(["-m", "pytest", "-q", "-p", "sparse_ae_example", "tests/models/test_contract.py", "-k", "sparse_ae",
+               str(tmp_path / "test_sparse_ae_example.py"), "-p", "no:cacheprovider", "--rootdir", str(ROOT)],
+              tmp_path)
+    # every-kind tests (unknown capability, forward/backward, round trip), the capabilities an AE declares
+    # (reconstruct, hybrid, do_noise, do_value): 3 + 4, and the example's own test
+    assert res.returncode == 0 and re.search(r"\b8 passed\b", res.stdout), res.stdout[-3000:] + res.stderr[-2000:]

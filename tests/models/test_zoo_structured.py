@@ -93,7 +93,7 @@ def test_vlae_is_a_vae_over_all_rungs():
     assert torch.allclose(out.loss, out.recon + spec.model.beta * out.kl)
     model.eval()
     assert torch.equal(model.encode(x), model.posterior(x)[0])  # encode = concatenated posterior means
-    assert model.has_prior
+    assert model.can("prior")
     with pytest.raises(SpecError, match=r"^model.rungs: latent_dim=4 is not divisible by rungs=3"):
         build_model(tiny_spec("vlae", 4, rungs=3))
     with pytest.raises(SpecError, match=r"^model.encoder.hidden"):
