@@ -11,18 +11,19 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import scipy.stats
 from joblib import Parallel, cpu_count, delayed
 from scipy.special import expit, softmax
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
 from .discretize import NUM_BINS, discrete_entropy, discrete_mutual_info, histogram_discretize
 
 GBT_KINDS = ("hist", "gbt")
+GBT_DEFAULT = "hist"
 
 
 def _check(codes: np.ndarray, factors: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -249,6 +250,21 @@ def modularity_from_mi(mi: np.ndarray) -> float:
     return float(np.mean(score))
 
 
+def macro_roc_auc(Y: np.ndarray, P: np.ndarray) -> float:
+    """Mean over columns of the ROC-AUC of scores P (N, C) for binary labels Y (N, C), every column both classes.
+
+    = sklearn's roc_auc_score(Y, P, average="macro"), computed as the Mann-Whitney statistic: the AUC of a
+    column is (sum of the positives' ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg) with tied scores given
+    their average rank, which is the trapezoidal ROC area sklearn integrates (ties count one half). One
+    rankdata over all columns instead of C sorted ROC curves: ~10x faster at 10k points.
+    """
+    Y = np.asarray(Y, dtype=bool)
+    ranks = scipy.stats.rankdata(P, axis=0)  # (N, C) average ranks of ties
+    n_pos = Y.sum(0).astype(np.float64)
+    n_neg = len(Y) - n_pos
+    return float(np.mean((np.where(Y, ranks, 0.0).sum(0) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)))
+
+
 def _explicitness_factor(x_train, y_train, x_test, y_test) -> tuple[float, float]:
     # LogisticRegression() with current sklearn defaults (lbfgs, multinomial, C=1); the 2019 reference
     # ran sklearn 0.20's default (liblinear one-vs-rest) - the ROC-AUCs differ in the 3rd decimal.
@@ -257,10 +273,9 @@ def _explicitness_factor(x_train, y_train, x_test, y_test) -> tuple[float, float
         clf = LogisticRegression().fit(x_train, y_train)
 
     def auc(x, y):  # macro ROC-AUC over one-hot classes (the reference's MultiLabelBinarizer + roc_auc_score)
-        Y = (y[:, None] == clf.classes_[None]).astype(int)
-        P = clf.predict_proba(x)
-        ok = (Y.min(0) == 0) & (Y.max(0) == 1)  # a class absent from y has no AUC (the reference errors)
-        return float(roc_auc_score(Y[:, ok], P[:, ok], average="macro")) if ok.any() else float("nan")
+        Y = y[:, None] == clf.classes_[None]
+        ok = Y.any(0) & ~Y.all(0)  # a class absent from y (or the only one) has no AUC (the reference errors)
+        return macro_roc_auc(Y[:, ok], clf.predict_proba(x)[:, ok]) if ok.any() else float("nan")
 
     return auc(x_train, y_train), auc(x_test, y_test)
 

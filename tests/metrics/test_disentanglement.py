@@ -159,3 +159,18 @@ def test_all_metrics_near_floor_for_noise_codes():
     me = modularity_explicitness(ztr, ftr, zte, fte)
     assert abs(me["explicitness_score_test"] - 0.5) < 0.05  # ROC-AUC of chance
     assert irs(ztr, ftr) < 0.05
+
+
+def test_macro_roc_auc_equals_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from causalrep.metrics.disentanglement import macro_roc_auc
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 5, 700)
+    P = rng.random((700, 5))
+    P[:, 1] = np.round(P[:, 1], 1)  # many tied scores: the average-rank rule must match sklearn's trapezoids
+    P[:, 3] = (y == 3) * 0.5 + 0.25  # a perfect, two-valued score
+    Y = y[:, None] == np.arange(5)[None]
+    assert macro_roc_auc(Y, P) == pytest.approx(roc_auc_score(Y.astype(int), P, average="macro"), abs=1e-12)
+    assert macro_roc_auc(Y[:, 3:4], P[:, 3:4]) == 1.0
