@@ -19,7 +19,8 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ..data.base import GroundTruthDataset
-from .disentanglement import _n_jobs, fit_gbt
+from .disentanglement import _n_jobs
+from .gbt import fit_gbt
 
 Encode = Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) images in [0, 1] -> (B, D) codes
 
@@ -166,7 +167,7 @@ def fairness(encode: Encode, dataset: GroundTruthDataset, rng: np.random.Generat
     """Unfairness of a factor-i predictor on the codes under interventions do(v_j = c) on another factor.
 
     As fairness.py with the fairness study's settings (num_train 10000, 100 test points per class,
-    gradient-boosted-tree predictor; gbt="hist" is the fast equivalent, see `disentanglement.gbt_classifier`).
+    gradient-boosted-tree predictor; gbt="hist" is sklearn's histogram twin of it, see gbt.py).
     For each pair (i, j != i): counts[:, c] = predictions of factor i on the codes of the same
     random factors with v_j set to c; (mean, max) TV distance via `inter_group_fairness`.
     Deviation: the intervened codes for sensitive factor j are encoded once and shared by all
