@@ -99,10 +99,13 @@ def dci(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarr
     codes_train, factors_train = _check(codes_train, factors_train, "dci (train)")
     codes_test, factors_test = _check(codes_test, factors_test, "dci (test)")
     K = factors_train.shape[1]
+    # most classes first (one tree per class per stage): the longest fits start first, the short ones
+    # fill in behind them, so the threads finish together (longest-processing-time scheduling)
+    order = sorted(range(K), key=lambda k: -len(np.unique(factors_train[:, k])))
     with threadpool_limits(1):
-        fits = Parallel(n_jobs=_n_jobs(n_jobs, K), prefer="threads")(
-            delayed(fit_factor)(gbt, codes_train, factors_train[:, k], codes_test, factors_test[:, k])
-            for k in range(K))
+        done = Parallel(n_jobs=_n_jobs(n_jobs, K), prefer="threads")(
+            delayed(fit_factor)(gbt, codes_train, factors_train[:, k], codes_test, factors_test[:, k]) for k in order)
+    fits = [done[order.index(k)] for k in range(K)]
     R = np.stack([f[0] for f in fits], axis=1)  # (D, K)
     d, c = dci_scores_from_importance(R)
     return {"disentanglement": d, "completeness": c,

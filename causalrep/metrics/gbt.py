@@ -214,9 +214,10 @@ def fit_lightgbm(x: np.ndarray, y: np.ndarray, x_test: np.ndarray | None = None
                  ) -> tuple[LightGBMTrees, np.ndarray, np.ndarray | None]:
     """Fit on (x, y) (two classes or more) -> (model, train predictions, test predictions or None).
 
-    The predictions on x and x_test are LightGBM's own running scores of both sets, kept up to date
-    tree by tree during training (valid_sets) and read after the last iteration: Booster.predict would
-    walk every tree again (~1 s per 5,000 points and 1,000 trees here).
+    The predictions on x and x_test are LightGBM's own running scores of both sets, which it updates
+    tree by tree while training (the training set and an added validation set), read once after the
+    last iteration through Booster.eval_train / eval_valid with a feval that keeps them: a second
+    Booster.predict would walk every tree again (~1 s per 5,000 points and 1,000 trees here).
     """
     classes, y_index = np.unique(y, return_inverse=True)
     C = len(classes)
@@ -226,21 +227,26 @@ def fit_lightgbm(x: np.ndarray, y: np.ndarray, x_test: np.ndarray | None = None
     def init_score(n: int) -> np.ndarray:
         return np.tile(init, (n, 1)) if C > 2 else np.full(n, init[0])
 
-    train = lightgbm.Dataset(x, y_index, init_score=init_score(len(x)), params=params, free_raw_data=False)
-    sets, scores = [train], {}
+    train = lightgbm.Dataset(x, y_index, init_score=init_score(len(x)), params=params)
+    booster = lightgbm.Booster(params, train)
     if x_test is not None:
-        sets.append(train.create_valid(x_test, np.zeros(len(x_test)), init_score=init_score(len(x_test))))
+        test = train.create_valid(x_test, np.zeros(len(x_test)), init_score=init_score(len(x_test)), params=params)
+        booster.add_valid(test, "test")  # binned with the training set's bin edges
+    for _ in range(N_STAGES):
+        booster.update()
+    scores = []
 
-    def keep_scores(preds: np.ndarray, data: lightgbm.Dataset):  # feval: called after every iteration
-        scores[data is train] = preds
+    def keep_scores(preds: np.ndarray, data: lightgbm.Dataset):  # feval: the set's current (transformed) scores
+        scores.append(preds)
         return "none", 0.0, True
 
-    booster = lightgbm.train(params, train, num_boost_round=N_STAGES, valid_sets=sets,
-                             valid_names=["train", "test"][:len(sets)], feval=keep_scores)
+    booster.eval_train(feval=keep_scores)
+    if x_test is not None:
+        booster.eval_valid(feval=keep_scores)
     model = LightGBMTrees(booster, classes, init)
-    # feval gets transformed scores (softmax probabilities / the sigmoid): the same argmax / 0.5 rule
-    to_raw = (lambda p: p) if C > 2 else (lambda p: p - 0.5)
-    return model, model.labels(to_raw(scores[True])), model.labels(to_raw(scores[False])) if x_test is not None else None
+    # the scores are softmax probabilities (N, C) or the sigmoid (N,): the same argmax / > 0.5 rule as raw
+    labels = [model.labels(p if C > 2 else p - 0.5) for p in scores]
+    return model, labels[0], labels[1] if x_test is not None else None
 
 
 # -- one interface --------------------------------------------------------------------------------------
