@@ -61,6 +61,22 @@ from causalrep.train.trainer import describe_device  # noqa: E402
 # The cross-check tolerances (tests/metrics use the same): every value within 0.05 of the reference, DCI d/c 0.10.
 TOL = {"dci_disentanglement": 0.10, "dci_completeness": 0.10}
 TOL_DEFAULT = 0.05
+SAMPLED = ("betavae_train_accuracy", "betavae_eval_accuracy", "factorvae_train_accuracy", "factorvae_eval_accuracy")
+
+
+def tolerance(key: str, n_train: int, n_test: int) -> float:
+    """The allowed |ours - reference| of a value.
+
+    BetaVAE's and FactorVAE's accuracies are Monte-Carlo estimates that ours and the reference draw
+    independently (different random streams), so their difference has a sampling error of its own: at
+    most sqrt(2 * 0.25 / n) for accuracies over n points. They get the larger of 0.05 and 4 such standard
+    errors: 0.05 at the default 10,000 / 5,000 points (4 s.e. = 0.028 / 0.04), wider only for small smoke runs.
+    """
+    tol = TOL.get(key, TOL_DEFAULT)
+    if key in SAMPLED:
+        n = n_test if "eval" in key else n_train
+        tol = max(tol, 4.0 * (0.5 / n) ** 0.5)
+    return tol
 METRICS = ("mig", "dci", "sap", "modexp", "irs", "betavae", "factorvae")
 
 
@@ -404,10 +420,10 @@ def main(argv: list[str] | None = None) -> dict:
         for case, r in res[metric].items():
             diffs = {k: abs(r["ours"][k] - r["ref"][k]) for k in r["ref"]}
             worst = max(diffs, key=diffs.get)
-            within = all(d <= TOL.get(k, TOL_DEFAULT) for k, d in diffs.items())
+            within = all(d <= tolerance(k, args.n_train, args.n_test) for k, d in diffs.items())
             worst_all, within_all = max(worst_all, diffs[worst]), within_all and within
             print(f"{case:18s} {r['t_ref']:9.3f} {r['t_ours']:8.3f} {r['t_ref'] / r['t_ours']:7.1f}x {diffs[worst]:9.4f} "
-                  f"{worst:28s} {TOL.get(worst, TOL_DEFAULT):5.2f} {'yes' if within else 'NO'}")
+                  f"{worst:28s} {tolerance(worst, args.n_train, args.n_test):5.2f} {'yes' if within else 'NO'}")
         t_ours = float(np.mean([r["t_ours"] for r in res[metric].values()]))
         t_ref = float(np.mean([r["t_ref"] for r in res[metric].values()]))
         per_metric[metric] = {"ours_s": round(t_ours, 4), "reference_s": round(t_ref, 3),
