@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 # torch is pinned here (the set-up), kept loose in pyproject.toml for users; so are the test tools
 TORCH  := torch==2.14.1 torchvision==0.29.1
-DEVPINS := hypothesis==6.170.17 import-linter==2.17 submitit==1.5.4
+DEVPINS := hypothesis==6.170.17 import-linter==2.17 submitit==1.5.4 lightgbm==4.7.0
 
 .PHONY: demo test test-all venv docs bench clean
 

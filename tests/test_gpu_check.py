@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # four subprocess stages (pytest, two benchmarks, a training run): a minute idle, the suite's largest
 def test_cpu_smoke_runs_every_stage_and_summarises_them(tmp_path):
     # < 60 s on an idle 2-core machine; the generous timeout covers one shared with other jobs
     res = subprocess.run([sys.executable, "tools/gpu_check.py", str(tmp_path), "--cpu-smoke"], cwd=ROOT,

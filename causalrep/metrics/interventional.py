@@ -1,8 +1,8 @@
 """Scores from factor-controlled batches: BetaVAE (003; Higgins et al. 2017), FactorVAE (Kim & Mnih 2018), fairness (000).
 
 Each follows disentanglement_lib (beta_vae.py, factor_vae.py, fairness.py) with its default sizes,
-but samples many points per call: the factors of a whole chunk of points are drawn at once and
-their images rendered and encoded together, instead of one `representation_function` call per
+but samples many points per call: the factors of all points are drawn at once and their images
+rendered and encoded a chunk at a time, instead of one `representation_function` call per
 point. The sampled distribution is the reference's; the random stream is not (numpy Generator).
 Fixing a factor goes through dataset.fix_factor: on a full grid it overwrites the one entry, as the reference
 does; a dataset of rows that is no grid (data/user.py) draws rows whose discretised factor has the fixed value.
@@ -21,11 +21,21 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ..data.base import GroundTruthDataset
-from .disentanglement import _n_jobs, fit_gbt
+from .disentanglement import _n_jobs
+from .gbt import fit_gbt
 
 Encode = Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) images in [0, 1] -> (B, D) codes
 
 BAR_DELAY = 3.0  # seconds before a progress bar appears: short runs stay silent
+
+
+def _codes(encode: Encode, images: torch.Tensor) -> np.ndarray:
+    """encode(images) -> (B, D) float64 numpy (float32 / float64 outputs kept as they are, others via float32)."""
+    z = encode(images).detach()
+    z = z.reshape(len(z), -1)
+    if z.dtype not in (torch.float32, torch.float64):
+        z = z.float()  # bf16 / fp16: numpy has no bf16
+    return z.cpu().numpy().astype(np.float64, copy=False)
 
 
 @torch.no_grad()
@@ -34,8 +44,7 @@ def represent(encode: Encode, dataset: GroundTruthDataset, factors: np.ndarray, 
     """(N, K) factor indices -> (N, D) float64 codes; images rendered and encoded `chunk` at a time."""
     out = []
     for s in range(0, len(factors), chunk):
-        z = encode(dataset.images(factors[s:s + chunk]))
-        out.append(z.detach().float().reshape(len(z), -1).cpu().numpy().astype(np.float64))
+        out.append(_codes(encode, dataset.images(factors[s:s + chunk])))
         if bar is not None:
             bar.update(min(chunk, len(factors) - s))
     return np.concatenate(out) if out else np.zeros((0, 0))
@@ -46,24 +55,28 @@ def _points_per_chunk(batch_size: int, chunk: int) -> int:
 
 
 # -- BetaVAE score (003: "disentanglement metric"; beta_vae.py compute_beta_vae_sklearn) ----------------
+@torch.no_grad()
 def _betavae_points(encode: Encode, dataset: GroundTruthDataset, rng: np.random.Generator, batch_size: int,
                     num_points: int, chunk: int, desc: str) -> tuple[np.ndarray, np.ndarray]:
     """(num_points, D) features z_diff^b = mean_l |z(x1_l) - z(x2_l)| over pairs sharing factor y,
-    and (num_points,) labels y (beta_vae.py `_generate_training_sample`, many points per call)."""
+    and (num_points,) labels y (beta_vae.py `_generate_training_sample`, many points per call).
+
+    Every point's factors are drawn up front, (num_points, batch_size, K) twice (~5 MB per 1,000
+    points at K = 6), and encoded `chunk` images at a time: one sampling call instead of one per chunk.
+    """
     K = dataset.num_factors
     labels = rng.integers(K, size=num_points)
+    f1 = dataset.sample_factors(num_points * batch_size, rng).reshape(num_points, batch_size, K)
+    f2 = dataset.sample_factors(num_points * batch_size, rng)
+    which = np.repeat(labels, batch_size)  # pair l of point i shares factor y_i
+    f2 = dataset.fix_factor(f2, which, f1.reshape(-1, K)[np.arange(num_points * batch_size), which],
+                            rng).reshape(num_points, batch_size, K)
     feats = []
     step = _points_per_chunk(batch_size, chunk)
     with tqdm(total=num_points, desc=desc, unit="pt", delay=BAR_DELAY) as bar:
         for s in range(0, num_points, step):
-            y = labels[s:s + step]
-            p = len(y)
-            f1 = dataset.sample_factors(p * batch_size, rng).reshape(p, batch_size, K)
-            f2 = dataset.sample_factors(p * batch_size, rng)
-            which = np.repeat(y, batch_size)  # pair l of point i shares factor y_i
-            f2 = dataset.fix_factor(f2, which, f1.reshape(-1, K)[np.arange(p * batch_size), which],
-                                    rng).reshape(p, batch_size, K)
-            z = represent(encode, dataset, np.concatenate([f1, f2]).reshape(-1, K), chunk=chunk)
+            p = min(step, num_points - s)
+            z = _codes(encode, dataset.images(np.concatenate([f1[s:s + p], f2[s:s + p]]).reshape(-1, K)))
             z = z.reshape(2, p, batch_size, -1)
             feats.append(np.mean(np.abs(z[0] - z[1]), axis=1))  # (p, D)
             bar.update(p)
@@ -87,27 +100,28 @@ def betavae_score(encode: Encode, dataset: GroundTruthDataset, rng: np.random.Ge
 
 
 # -- FactorVAE score (Kim & Mnih 2018; factor_vae.py compute_factor_vae) ------------------------------
+@torch.no_grad()
 def _factorvae_votes(encode: Encode, dataset: GroundTruthDataset, rng: np.random.Generator, batch_size: int,
                      num_points: int, global_var: np.ndarray, active: np.ndarray, chunk: int,
                      desc: str) -> np.ndarray:
     """(K, D) votes: for each point, fix one random factor over a batch and vote for the active dim
-    with the least variance relative to its global variance (factor_vae.py `_generate_training_sample`)."""
+    with the least variance relative to its global variance (factor_vae.py `_generate_training_sample`).
+    The factors of all points are drawn up front, as in `_betavae_points`."""
     K = dataset.num_factors
     labels = rng.integers(K, size=num_points)
+    f = dataset.sample_factors(num_points * batch_size, rng).reshape(num_points, batch_size, K)
+    first = f[np.arange(num_points), 0, labels]  # factor y_i takes the first sample's value in batch i
+    f = dataset.fix_factor(f.reshape(-1, K), np.repeat(labels, batch_size), np.repeat(first, batch_size),
+                           rng).reshape(num_points, batch_size, K)
     votes = np.zeros((K, len(global_var)), dtype=np.int64)
     idx = np.flatnonzero(active)
     step = _points_per_chunk(batch_size, chunk)
     with tqdm(total=num_points, desc=desc, unit="pt", delay=BAR_DELAY) as bar:
         for s in range(0, num_points, step):
-            y = labels[s:s + step]
-            p = len(y)
-            f = dataset.sample_factors(p * batch_size, rng).reshape(p, batch_size, K)
-            first = f[np.arange(p), 0, y]  # factor y_i takes the first sample's value in batch i
-            f = dataset.fix_factor(f.reshape(-1, K), np.repeat(y, batch_size), np.repeat(first, batch_size),
-                                   rng).reshape(p, batch_size, K)
-            z = represent(encode, dataset, f.reshape(-1, K), chunk=chunk).reshape(p, batch_size, -1)
+            p = min(step, num_points - s)
+            z = _codes(encode, dataset.images(f[s:s + p].reshape(-1, K))).reshape(p, batch_size, -1)
             local = np.var(z[:, :, idx], axis=1, ddof=1)  # (p, active)
-            np.add.at(votes, (y, idx[np.argmin(local / global_var[idx], axis=1)]), 1)
+            np.add.at(votes, (labels[s:s + p], idx[np.argmin(local / global_var[idx], axis=1)]), 1)
             bar.update(p)
     return votes
 
@@ -170,7 +184,7 @@ def fairness(encode: Encode, dataset: GroundTruthDataset, rng: np.random.Generat
     """Unfairness of a factor-i predictor on the codes under interventions do(v_j = c) on another factor.
 
     As fairness.py with the fairness study's settings (num_train 10000, 100 test points per class,
-    gradient-boosted-tree predictor; gbt="hist" is the fast equivalent, see `disentanglement.gbt_classifier`).
+    gradient-boosted-tree predictor; gbt="hist" is sklearn's histogram twin of it, see gbt.py).
     For each pair (i, j != i): counts[:, c] = predictions of factor i on the codes of the same
     random factors with v_j set to c; (mean, max) TV distance via `inter_group_fairness`.
     Deviation: the intervened codes for sensitive factor j are encoded once and shared by all

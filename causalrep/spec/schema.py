@@ -515,9 +515,10 @@ class EvaluateSpec:
                                         "(disentanglement_lib: 10000 / 5000), reconstruction and FID use the first "
                                         "N images of the val split", range="[2, 1e8]")
     dci: str = field("fast", help="DCI's boosted trees: reference = scikit-learn's GradientBoostingClassifier as "
-                                  "disentanglement_lib's dci.py; fast = HistGradientBoosting set up as the same "
-                                  "model (10-25x faster, within 0.1 of reference: tools/bench_metrics.py)",
-                     choices=("reference", "fast"))
+                                  "disentanglement_lib's dci.py; fast = lightgbm, the same model fitted by LightGBM "
+                                  "with GBC's importances; hist = sklearn's HistGradientBoosting twin (the fast "
+                                  "estimator before LightGBM). Speed and agreement: docs/metrics.md",
+                     choices=("reference", "fast", "lightgbm", "hist"))
     traversal_steps: int = field(9, range="[1, 1024]", help="columns of each traversal grid")
     baseline: str | None = field(None, help="a folder of finished runs trained with the same budget (e.g. "
                                             "results/quickstart/ae, relative to the working directory): report.md "

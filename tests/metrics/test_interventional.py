@@ -174,7 +174,7 @@ def test_evaluate_dci_picks_the_estimator_and_the_experiment_passes_it():
     model = Mixed()
     kw = dict(model=model, dataset=DATA, split=None, n=300, loss="bce", device="cpu")
     codes = sampled_codes(model, DATA, 300, "cpu", 256)
-    for option, kind in (("reference", "gbt"), ("fast", "hist")):
+    for option, kind in (("reference", "gbt"), ("fast", "lightgbm"), ("lightgbm", "lightgbm"), ("hist", "hist")):
         out = METRICS.get("dci")(**kw, dci=option)
         # the same numbers as disentanglement.dci with that estimator on the same fresh samples
         assert out["dci_disentanglement"] == pytest.approx(dci(*codes, gbt=kind)["disentanglement"], abs=1e-12)
