@@ -177,9 +177,9 @@ def line_plot(series: dict[str, Sequence[tuple[float, float]]], *, title: str | 
         draw.line([(px(min(xs)), y), (width - 12, y)], fill=(225, 225, 225))
         draw.text((44, y), f"{v:.3g}", fill="black", font=font, anchor="rm")
     x_lo, x_hi = min(xs), max(xs)
-    for v in sorted({x_lo, (x_lo + x_hi) / 2, x_hi}):
-        draw.text((px(v), height - 26), f"{v:.6g}", fill="black", font=font, anchor="mt")
-    draw.text((width - 12, height - 12), xlabel, fill="black", font=font, anchor="rb")
+    for v in sorted({x_lo, (x_lo + x_hi) / 2, x_hi}):  # the last one right-aligned to its point: inside the image
+        draw.text((px(v), height - 26), f"{v:.6g}", fill="black", font=font, anchor="rt" if v == x_hi > x_lo else "mt")
+    draw.text((width - 12, height - 1), xlabel, fill="black", font=font, anchor="rb")  # below the ticks
     draw.rectangle([px(x_lo), py(y_hi), width - 12, py(y_lo)], outline=(150, 150, 150))
     x_legend = 48
     for (name, pts), colour in zip(series.items(), LINE_COLOURS):
