@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a subprocess that builds and times two variants; gpu_check --cpu-smoke (slow) runs it too
 def test_bench_train_prints_its_json_line_last():
     res = subprocess.run([sys.executable, "tools/bench_train.py", "--steps", "1", "--repeats", "1", "--warmup", "1",
                           "--check-steps", "2", "--variants", "naive,channels_last", "--set", "data.resolution=16",

@@ -69,9 +69,21 @@ def data():
     return ICMDigits(resolution=16)  # a quarter of the classifier's work at 32x32
 
 
+_TRAINED: dict = {}  # the quick classifier, trained once: a fixed seed on the same digits gives the same net
+
+
 @pytest.fixture
 def quick_classifier(monkeypatch):
     monkeypatch.setattr(icm_module, "CLASSIFIER_EPOCHS", 4)
+    train = icm_module.train_classifier
+
+    def once(x, y, **kw):
+        key = (tuple(x.shape), float(x.sum()), int(y.sum()))
+        if key not in _TRAINED:
+            _TRAINED[key] = train(x, y, **kw)
+        return _TRAINED[key]
+
+    monkeypatch.setattr(icm_module, "train_classifier", once)
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # small convs on a shared 2-core machine: a second thread mostly waits
     yield
