@@ -516,9 +516,11 @@ class EvaluateSpec:
                                         "N images of the val split", range="[2, 1e8]")
     dci: str = field("fast", help="DCI's boosted trees: reference = scikit-learn's GradientBoostingClassifier as "
                                   "disentanglement_lib's dci.py; fast = lightgbm, the same model fitted by LightGBM "
-                                  "with GBC's importances; hist = sklearn's HistGradientBoosting twin (the fast "
-                                  "estimator before LightGBM). Speed and agreement: docs/metrics.md",
-                     choices=("reference", "fast", "lightgbm", "hist"))
+                                  "with GBC's importances; short = lightgbm with half the stages at twice the "
+                                  "learning rate (not GBC's model; half the time, e.g. for the curves); hist = "
+                                  "sklearn's HistGradientBoosting twin (the fast estimator before LightGBM). Speed "
+                                  "and agreement: docs/metrics.md",
+                     choices=("reference", "fast", "lightgbm", "short", "hist"))
     traversal_steps: int = field(9, range="[1, 1024]", help="columns of each traversal grid")
     baseline: str | None = field(None, help="a folder of finished runs trained with the same budget (e.g. "
                                             "results/quickstart/ae, relative to the working directory): report.md "

@@ -187,7 +187,7 @@ def _cases(n: int, seed: int):
     return {"aligned": (z, f), "rotated": (z @ rot, f), "partly_mixed": (z @ mix, f)}
 
 
-@pytest.mark.parametrize("kind", ["lightgbm", pytest.param("hist", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", ["lightgbm", "lightgbm-short", pytest.param("hist", marks=pytest.mark.slow)])
 def test_fast_estimators_agree_with_the_reference(kind):
     # the cross-check tolerances of tools/bench_metrics.py: d and c within 0.10 of GradientBoostingClassifier,
     # the accuracies within 0.05 (at 10k points the bench measures 0.012 / 0.025 for lightgbm / hist)
@@ -231,13 +231,16 @@ def _replayed_importance(model, x, y):
 
 
 @pytest.mark.parametrize("sizes", [(2,), (4,)])  # the binary (one tree per stage) and the softmax path
-def test_lightgbm_gbc_importance_equals_a_replay_on_the_data(sizes):
-    from causalrep.metrics.gbt import fit_lightgbm
+@pytest.mark.parametrize("kind", ["lightgbm", "lightgbm-short"])  # lr 0.1 and 0.2: S = v H / lr per leaf
+def test_lightgbm_gbc_importance_equals_a_replay_on_the_data(sizes, kind):
+    from causalrep.metrics.gbt import SCHEDULES, fit_lightgbm
 
     z, f = _aligned(500, sizes=sizes, seed=2, noise_dims=2)
     zt, ft = _aligned(200, sizes=sizes, seed=3, noise_dims=2)
     x = z @ np.random.default_rng(5).standard_normal((3, 3))  # mixed: every dim gets splits
-    model, p_train, p_test = fit_lightgbm(x, f[:, 0], zt)
+    model, p_train, p_test = fit_lightgbm(x, f[:, 0], zt, kind=kind)
+    stages = SCHEDULES[kind][0]
+    assert model.booster.current_iteration() == stages
     assert np.allclose(model.importance(), _replayed_importance(model, x, f[:, 0]), atol=1e-8)
     # the running scores read during training are the model's predictions
     assert np.array_equal(p_train, model.predict(x))
@@ -247,7 +250,7 @@ def test_lightgbm_gbc_importance_equals_a_replay_on_the_data(sizes):
 def test_dci_estimator_names():
     from causalrep.metrics.gbt import GBT_DEFAULT, GBT_KINDS
 
-    assert GBT_DEFAULT == "lightgbm" and set(GBT_KINDS) == {"lightgbm", "hist", "gbt"}
+    assert GBT_DEFAULT == "lightgbm" and set(GBT_KINDS) == {"lightgbm", "lightgbm-short", "hist", "gbt"}
     z, f = _aligned(200, sizes=(3,))
-    with pytest.raises(ValueError, match=r"unknown gbt kind 'xgboost'; valid: lightgbm, hist, gbt"):
+    with pytest.raises(ValueError, match=r"unknown gbt kind 'xgboost'; valid: lightgbm, lightgbm-short, hist, gbt"):
         dci(z, f, z, f, gbt="xgboost")
