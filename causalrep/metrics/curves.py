@@ -43,7 +43,7 @@ class CurveEvaluator:
     """
 
     def __init__(self, dataset: GroundTruthDataset, index: np.ndarray, metrics: tuple[str, ...], *,
-                 dci: str = "fast", batch_size: int = 256):
+                 dci: str = "short", batch_size: int = 256):
         unknown = [m for m in metrics if m not in CURVE_METRICS]
         if unknown:
             raise ValueError(f"curve metrics {unknown}: valid: {', '.join(CURVE_METRICS)}")

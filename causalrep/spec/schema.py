@@ -531,6 +531,10 @@ class EvaluateSpec:
                                                  "logged in context 'curve' and drawn as curves.png in the report")
     every_metrics: tuple[str, ...] = field(("dci", "mig", "sap"), choices=("mig", "dci", "sap", "irs", "modexp"),
                                            help="the metrics of each curve point (codes and factors only)")
+    every_dci: str = field("short", choices=("reference", "fast", "lightgbm", "short", "hist"),
+                           help="DCI's boosted trees for the curve points (the choices of evaluate.dci): short, half "
+                                "of lightgbm's time, is within 0.01 of GradientBoostingClassifier on the bench's "
+                                "cases (docs/metrics.md); the final metrics use evaluate.dci")
     every_samples: int = field(1500, range="[6, 1e7]", help="validation images of the curves (fixed: the first N of "
                                                             "the val split; 2/3 fit the predictors, 1/3 test them)")
     stop_on: str | None = field(None, help="early stopping: a curve key (e.g. dci_disentanglement, mig, sap) whose "
