@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,23 @@ _spec.loader.exec_module(make_golden)
 STORED = json.loads(make_golden.VALUES.read_text()) if make_golden.VALUES.is_file() else {}
 REL, ABS = 1e-6, 1e-9
 REGENERATE = "python tools/make_golden.py"
+
+
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory) -> dict:
+    """Every spec's values now, computed in one subprocess at the golden kernel level (make_golden.KERNEL_ENV):
+    torch picks its CPU kernels at import, and this process's torch may run AVX512 ones, whose sums round
+    differently from the AVX2 ones the values were written with."""
+    out = tmp_path_factory.mktemp("golden") / "now.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "make_golden.py"), "--dump", str(out)],
+                          env={**os.environ, **make_golden.KERNEL_ENV}, cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0 and out.is_file(), f"make_golden.py --dump failed:\n{proc.stderr[-4000:]}"
+    now = json.loads(out.read_text())
+    assert now["machine"]["cpu_capability"] == make_golden.KERNEL_LEVEL, (
+        f"the golden values are computed with torch's {make_golden.KERNEL_LEVEL} CPU kernels; this machine's torch ran "
+        f"{now['machine']['cpu_capability']} ones under {make_golden.KERNEL_ENV} (a CPU without {make_golden.KERNEL_LEVEL}?)")
+    return now
 
 
 def differences(stored, now, where: str = "") -> list[str]:
@@ -52,21 +72,22 @@ def test_every_spec_has_golden_values():
 
 
 @pytest.mark.parametrize("name", sorted(STORED))
-def test_spec_reproduces_its_golden_values(name):
+def test_spec_reproduces_its_golden_values(name, computed):
     path = make_golden.SPECS_DIR / f"{name}.yaml"
     if not path.is_file():
         pytest.skip(f"specs/{name}.yaml is gone (test_every_spec_has_golden_values reports it)")
-    diff = differences(STORED[name], make_golden.golden_values(path))
+    now = computed["specs"][name]
+    assert "error" not in now, f"{name} failed to build or run:\n{now.get('error')}"
+    diff = differences(STORED[name], now["values"])
     shown = "\n  ".join(diff[:20]) + (f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else "")
     assert not diff, (f"{name}: {len(diff)} golden value(s) moved (rel {REL}, abs {ABS}):\n  {shown}\n"
                       f"A change that moves them on purpose regenerates them in its own commit saying why: "
-                      f"`{REGENERATE} --spec {name}` (tests/golden/README.md){machine_note()}")
+                      f"`{REGENERATE} --spec {name}` (tests/golden/README.md){machine_note(computed['machine'])}")
 
 
-def machine_note() -> str:
+def machine_note(here: dict) -> str:
     """If the values were written on another CPU or torch, say so: that alone can move the last bits."""
     recorded = json.loads(make_golden.MACHINE.read_text()) if make_golden.MACHINE.is_file() else None
-    here = make_golden.machine()
     if recorded == here:
         return ""
     return (f"\nThe values were written on {recorded or 'an unrecorded machine'}; this is {here}. If the code at the "
