@@ -34,7 +34,7 @@ NAMES = {**TABLE1, "dci_informativeness_test": "DCI-i (test acc.)", "val_recon_e
          "fid_recon_random_conv": "FID recon.", "shd": "SHD", "learned_edges": "edges", "mic": "MIC", "tic": "TIC",
          "one_to_one": "one expert per mechanism", "accuracy_after": "accuracy after",
          "accuracy_before": "accuracy before", "min_winner_share": "min winner share",
-         "distinct_winners": "distinct winners"}
+         "distinct_winners": "distinct winners", "accuracy_ceiling": "classifier ceiling"}
 
 
 @attrs.frozen
