@@ -64,6 +64,8 @@ def machine() -> dict[str, str]:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+
+
 # The CPU kernel level the values are computed at, on any x86 machine that has it: torch's vectorised ATen
 # kernels (ATEN_CPU_CAPABILITY, torch's docs "Environment variables") and oneDNN's convolutions
 # (ONEDNN_MAX_CPU_ISA, oneDNN docs "CPU Dispatcher Control") otherwise pick AVX512 code where the CPU has it,

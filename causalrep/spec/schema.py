@@ -504,6 +504,10 @@ class TrainSpec:
                            choices=("all", "encoder", "decoder"))
 
 
+# evaluate.dci / evaluate.every_dci: the names metrics/wrappers.py's DCI_ESTIMATORS maps to gbt.py's kinds
+DCI_CHOICES = ("reference", "fast", "lightgbm", "short", "hist")
+
+
 @frozen
 class EvaluateSpec:
     metrics: tuple[str, ...] = field(("reconstruction",), help="metrics computed after training")
@@ -520,7 +524,7 @@ class EvaluateSpec:
                                   "learning rate (not GBC's model; half the time, e.g. for the curves); hist = "
                                   "sklearn's HistGradientBoosting twin (the fast estimator before LightGBM). Speed "
                                   "and agreement: docs/metrics.md",
-                     choices=("reference", "fast", "lightgbm", "short", "hist"))
+                     choices=DCI_CHOICES)
     traversal_steps: int = field(9, range="[1, 1024]", help="columns of each traversal grid")
     baseline: str | None = field(None, help="a folder of finished runs trained with the same budget (e.g. "
                                             "results/quickstart/ae, relative to the working directory): report.md "
@@ -531,7 +535,7 @@ class EvaluateSpec:
                                                  "logged in context 'curve' and drawn as curves.png in the report")
     every_metrics: tuple[str, ...] = field(("dci", "mig", "sap"), choices=("mig", "dci", "sap", "irs", "modexp"),
                                            help="the metrics of each curve point (codes and factors only)")
-    every_dci: str = field("short", choices=("reference", "fast", "lightgbm", "short", "hist"),
+    every_dci: str = field("short", choices=DCI_CHOICES,
                            help="DCI's boosted trees for the curve points (the choices of evaluate.dci): short, half "
                                 "of lightgbm's time, is within 0.01 of GradientBoostingClassifier on the bench's "
                                 "cases (docs/metrics.md); the final metrics use evaluate.dci")

@@ -239,8 +239,7 @@ def test_lightgbm_gbc_importance_equals_a_replay_on_the_data(sizes, kind):
     zt, ft = _aligned(200, sizes=sizes, seed=3, noise_dims=2)
     x = z @ np.random.default_rng(5).standard_normal((3, 3))  # mixed: every dim gets splits
     model, p_train, p_test = fit_lightgbm(x, f[:, 0], zt, kind=kind)
-    stages = SCHEDULES[kind][0]
-    assert model.booster.current_iteration() == stages
+    assert model.booster.current_iteration() == SCHEDULES[kind][0]
     assert np.allclose(model.importance(), _replayed_importance(model, x, f[:, 0]), atol=1e-8)
     # the running scores read during training are the model's predictions
     assert np.array_equal(p_train, model.predict(x))
@@ -254,3 +253,11 @@ def test_dci_estimator_names():
     z, f = _aligned(200, sizes=(3,))
     with pytest.raises(ValueError, match=r"unknown gbt kind 'xgboost'; valid: lightgbm, lightgbm-short, hist, gbt"):
         dci(z, f, z, f, gbt="xgboost")
+
+
+def test_the_spec_offers_exactly_the_dci_estimators_the_metric_knows():
+    from causalrep.metrics.gbt import GBT_KINDS
+    from causalrep.metrics.wrappers import DCI_ESTIMATORS
+    from causalrep.spec.schema import DCI_CHOICES
+
+    assert set(DCI_CHOICES) == set(DCI_ESTIMATORS) and set(DCI_ESTIMATORS.values()) == set(GBT_KINDS)
