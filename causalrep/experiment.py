@@ -140,7 +140,7 @@ class Experiment:
                                                       f"the val split has {len(self.split.val)}")
         stop = EarlyStopping(ev.stop_on, patience=ev.stop_patience, mode=ev.stop_mode,
                              min_delta=ev.stop_min_delta) if ev.stop_on else None
-        return {"curves": CurveEvaluator(self.dataset, index, ev.every_metrics, dci=ev.every_dci), "curve_every": ev.every,
+        return {"curves": CurveEvaluator(self.dataset, index, ev.every_metrics, dci=ev.every_dci, sap=ev.sap), "curve_every": ev.every,
                 "early_stopping": stop}
 
     def evaluate(self, device: torch.device, step: int | None = None) -> dict[str, Any]:

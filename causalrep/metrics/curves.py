@@ -18,7 +18,7 @@ import torch
 from ..data.base import GroundTruthDataset
 from ..models.trainable import Trainable
 from .disentanglement import dci, irs, mig, modularity_explicitness, sap
-from .wrappers import DCI_ESTIMATORS, eval_mode
+from .wrappers import DCI_ESTIMATORS, eval_mode, sap_backend
 
 # metrics a curve can follow: the ones that need codes and factors only (BetaVAE / FactorVAE / fairness draw
 # interventional batches, FID and reconstruction are not disentanglement)
@@ -39,16 +39,17 @@ class CurveEvaluator:
 
     dataset, index: the images (dataset indices; rendered once and kept on the CPU, float32: 1,500 64x64 RGB
     images are 74 MB); metrics: names in
-    CURVE_METRICS; dci: the evaluate.dci estimator. `seconds` accumulates the time spent, for the cost line.
+    CURVE_METRICS; dci: the evaluate.dci estimator; sap: the evaluate.sap solver. `seconds` accumulates the time spent, for the cost line.
     """
 
     def __init__(self, dataset: GroundTruthDataset, index: np.ndarray, metrics: tuple[str, ...], *,
-                 dci: str = "short", batch_size: int = 256):
+                 dci: str = "short", sap: str = "exact", batch_size: int = 256):
         unknown = [m for m in metrics if m not in CURVE_METRICS]
         if unknown:
             raise ValueError(f"curve metrics {unknown}: valid: {', '.join(CURVE_METRICS)}")
         if dci not in DCI_ESTIMATORS:
             raise ValueError(f"unknown DCI estimator {dci!r}; valid: {', '.join(DCI_ESTIMATORS)}")
+        self.sap_backend = sap_backend(sap, "curves: sap")
         index = np.asarray(index)
         if len(index) < LEAST_SAMPLES:
             raise ValueError(f"curves need at least {LEAST_SAMPLES} validation images; got {len(index)}")
@@ -82,7 +83,7 @@ class CurveEvaluator:
             elif name == "irs":
                 out["irs"] = irs(z, self.factors)
             elif name == "sap":
-                out["sap"] = sap(*args)
+                out["sap"] = sap(*args, backend=self.sap_backend)
             elif name == "dci":
                 out.update({f"dci_{k}": v for k, v in dci(*args, gbt=DCI_ESTIMATORS[self.dci]).items()})
             else:  # modexp

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ..data.base import GroundTruthDataset, Split
 from ..models.base import LatentModel
-from .disentanglement import dci as dci_scores, irs, mig, modularity_explicitness, sap
+from .disentanglement import dci as dci_scores, irs, mig, modularity_explicitness, sap as sap_score
 from .gbt import GBT_DEFAULT
 from .interventional import BAR_DELAY, betavae_score, factorvae_score, fairness
 from .registry import METRICS
@@ -118,12 +118,25 @@ def dci_metric(*, model: LatentModel, dataset: GroundTruthDataset, split: Split,
     return {f"dci_{k}": v for k, v in s.items()}
 
 
+# evaluate.sap -> disentanglement.sap's backend: "exact" solves liblinear's problem to its optimum in torch,
+# "reference" is sklearn's LinearSVC as sap_score.py (docs/metrics.md: they differ by <= 1.2e-4 in SAP)
+SAP_SOLVERS = {"exact": "torch", "reference": "sklearn"}
+
+
+def sap_backend(solver: str, where: str = "evaluate.sap") -> str:
+    if solver not in SAP_SOLVERS:
+        raise ValueError(f"{where}: unknown SAP solver {solver!r}; valid: {', '.join(SAP_SOLVERS)}")
+    return SAP_SOLVERS[solver]
+
+
 @METRICS.register("sap")
 def sap_metric(*, model: LatentModel, dataset: GroundTruthDataset, split: Split, n: int, loss: str,
-               device: torch.device | str = "cpu", batch_size: int = 256) -> dict[str, float]:
-    """SAP score (Kumar et al. 2018) with discrete factors: linear SVMs on n train, n // 2 test."""
+               device: torch.device | str = "cpu", batch_size: int = 256, sap: str = "exact") -> dict[str, float]:
+    """SAP score (Kumar et al. 2018) with discrete factors: linear SVMs on n train, n // 2 test; sap="exact"
+    solves them to their optimum in torch, "reference" with sklearn's LinearSVC (docs/metrics.md)."""
     _check_n("sap", n, 4)
-    return {"sap": sap(*sampled_codes(model, dataset, n, device, batch_size))}
+    backend = sap_backend(sap)
+    return {"sap": sap_score(*sampled_codes(model, dataset, n, device, batch_size), backend=backend)}
 
 
 @METRICS.register("modexp")

@@ -506,6 +506,8 @@ class TrainSpec:
 
 # evaluate.dci / evaluate.every_dci: the names metrics/wrappers.py's DCI_ESTIMATORS maps to gbt.py's kinds
 DCI_CHOICES = ("reference", "fast", "lightgbm", "short", "hist")
+# evaluate.sap: the names metrics/wrappers.py's SAP_SOLVERS maps to disentanglement.sap's backends
+SAP_CHOICES = ("exact", "reference")
 
 
 @frozen
@@ -525,6 +527,12 @@ class EvaluateSpec:
                                   "sklearn's HistGradientBoosting twin (the fast estimator before LightGBM). Speed "
                                   "and agreement: docs/metrics.md",
                      choices=DCI_CHOICES)
+    sap: str = field("exact", help="SAP's linear SVMs (final metrics and curves): exact = liblinear's problem solved "
+                                   "to its optimum by a batched Newton method in torch (metrics/tensor.py; half the "
+                                   "time); reference = scikit-learn's LinearSVC as disentanglement_lib's "
+                                   "sap_score.py (liblinear, tol 1e-4). They differ only at test points within the "
+                                   "solvers' tolerance of a boundary (<= 1.2e-4 in SAP measured; docs/metrics.md)",
+                     choices=SAP_CHOICES)
     traversal_steps: int = field(9, range="[1, 1024]", help="columns of each traversal grid")
     baseline: str | None = field(None, help="a folder of finished runs trained with the same budget (e.g. "
                                             "results/quickstart/ae, relative to the working directory): report.md "

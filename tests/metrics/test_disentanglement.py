@@ -108,8 +108,10 @@ def test_sap_hand_computed_gap():
     # are symmetric so the threshold is 0); on the other dim each z value holds half of each class, so
     # ANY prediction from it is right on exactly half the points: accuracy 0.5. Gap 0.5 per factor.
     z = 2.0 * V - 1.0
-    assert sap(z, V, z, V) == pytest.approx(0.5, abs=1e-12)
-    assert sap(np.concatenate([z, z], axis=1), V, np.concatenate([z, z], axis=1), V) == pytest.approx(0.0)  # duplicated dims
+    for backend in ("torch", "sklearn"):
+        assert sap(z, V, z, V, backend=backend) == pytest.approx(0.5, abs=1e-12)
+        zz = np.concatenate([z, z], axis=1)
+        assert sap(zz, V, zz, V, backend=backend) == pytest.approx(0.0)  # duplicated dims
 
 
 # -- Modularity and explicitness ------------------------------------------------------------------------
@@ -261,3 +263,14 @@ def test_the_spec_offers_exactly_the_dci_estimators_the_metric_knows():
     from causalrep.spec.schema import DCI_CHOICES
 
     assert set(DCI_CHOICES) == set(DCI_ESTIMATORS) and set(DCI_ESTIMATORS.values()) == set(GBT_KINDS)
+
+
+def test_the_spec_offers_exactly_the_sap_solvers_the_metric_knows():
+    from causalrep.metrics.disentanglement import SAP_BACKENDS
+    from causalrep.metrics.wrappers import SAP_SOLVERS, sap_backend
+    from causalrep.spec.schema import SAP_CHOICES
+
+    assert set(SAP_CHOICES) == set(SAP_SOLVERS) and set(SAP_SOLVERS.values()) == set(SAP_BACKENDS)
+    assert sap_backend("exact") == "torch" and sap_backend("reference") == "sklearn"
+    with pytest.raises(ValueError, match=r"evaluate.sap: unknown SAP solver 'svm'; valid: exact, reference"):
+        sap_backend("svm")

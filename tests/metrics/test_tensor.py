@@ -331,7 +331,7 @@ def check_sap_case(kind, sizes, n, seed):
     assert np.all(np.abs(acc_t - acc_sk) <= flip_bound + 1e-15)
     # the numpy path's matrix is exactly sap_reference's (the same classifier), so is its score
     assert np.array_equal(ndis.sap_score_matrix(z, f, zt, ft, n_jobs=1), acc_sk)
-    got, want = tm.sap(T(z), T(f), T(zt), T(ft)), ndis.sap(z, f, zt, ft, n_jobs=1)
+    got, want = tm.sap(T(z), T(f), T(zt), T(ft)), ndis.sap(z, f, zt, ft, n_jobs=1, backend="sklearn")
     # the gap of the top two dims moves by at most twice the largest change of a cell in that factor's column
     assert abs(got - want) <= np.mean(2 * flip_bound.max(0)) + 1e-15
     assert abs(got - want) <= 1e-3  # what that allowed on the measured cases (0 to 1.2e-4 at 10k / 5k points)
@@ -380,7 +380,9 @@ def test_sap_hand_cases_and_class_values():
 def test_sap_refuses_a_factor_with_one_value_as_sklearn_does():
     z, f = codes_for("aligned", 200, (3, 1), 14)
     with pytest.raises(ValueError, match="at least 2 classes"):
-        ndis.sap(z, f, z, f)
+        ndis.sap(z, f, z, f, backend="sklearn")
+    with pytest.raises(ValueError, match=r"factor 1 has a single value \(0\)"):
+        ndis.sap(z, f, z, f)  # the default backend is the torch one
     with pytest.raises(ValueError, match=r"factor 1 has a single value \(0\)"):
         tm.sap(T(z), T(f), T(z), T(f))
 
@@ -388,7 +390,10 @@ def test_sap_refuses_a_factor_with_one_value_as_sklearn_does():
 def test_sap_backend_of_the_numpy_function():
     z, f = codes_for("rotated", 1200, (2, 6), 15)
     zt, ft = codes_for("rotated", 600, (2, 6), 16)
-    assert ndis.sap(z, f, zt, ft, backend="torch") == tm.sap(T(z), T(f), T(zt), T(ft))
+    assert ndis.sap(z, f, zt, ft, backend="torch") == tm.sap(T(z), T(f), T(zt), T(ft)) == ndis.sap(z, f, zt, ft)
+    # sap_score.py's LinearSVC, selected by name: on this case (no test point within liblinear's tolerance of a
+    # boundary) both solve to the same predictions
+    assert ndis.sap(z, f, zt, ft, backend="sklearn") == pytest.approx(ndis.sap(z, f, zt, ft), abs=1e-3)
     with pytest.raises(ValueError, match="unknown backend 'svm'; valid: sklearn, torch"):
         ndis.sap(z, f, zt, ft, backend="svm")
 

@@ -37,6 +37,11 @@ def test_a_curve_point_is_the_array_metrics_on_the_fixed_validation_images():
     for k in want:
         assert got[k] == pytest.approx(want[k], abs=1e-6), k
     assert ev.seconds > 0
+    # evaluate.sap: reference = sap_score.py's LinearSVC
+    ref = CurveEvaluator(dataset, index, ("sap",), sap="reference")(model, "cpu")
+    assert ref["sap"] == pytest.approx(sap(z[:20], f[:20], z[20:], f[20:], backend="sklearn"), abs=1e-12)
+    with pytest.raises(ValueError, match="curves: sap: unknown SAP solver 'svm'; valid: exact, reference"):
+        CurveEvaluator(dataset, index, ("sap",), sap="svm")
     with pytest.raises(ValueError, match="curve metrics \\['fid'\\]: valid: mig, dci, sap, irs, modexp"):
         CurveEvaluator(dataset, index, ("fid",))
     with pytest.raises(ValueError, match="at least 6 validation images; got 5"):
