@@ -52,7 +52,7 @@ class GroundTruthDataset:
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """(n, K) int64 factor indices drawn uniformly and independently per factor."""
-        return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=1).astype(np.int64)
+        return np.stack([rng.integers(0, s, size=n) for s in self.factor_sizes], axis=1).astype(np.int64, copy=False)
 
     def fix_factor(self, factors: np.ndarray, which: np.ndarray, values: np.ndarray,
                    rng: np.random.Generator) -> np.ndarray:

@@ -78,7 +78,8 @@ def _betavae_points(encode: Encode, dataset: GroundTruthDataset, rng: np.random.
             p = min(step, num_points - s)
             z = _codes(encode, dataset.images(np.concatenate([f1[s:s + p], f2[s:s + p]]).reshape(-1, K)))
             z = z.reshape(2, p, batch_size, -1)
-            feats.append(np.mean(np.abs(z[0] - z[1]), axis=1))  # (p, D)
+            d = np.subtract(z[0], z[1])
+            feats.append(np.abs(d, out=d).mean(axis=1))  # (p, D)
             bar.update(p)
     return np.concatenate(feats), labels
 
@@ -115,12 +116,13 @@ def _factorvae_votes(encode: Encode, dataset: GroundTruthDataset, rng: np.random
                            rng).reshape(num_points, batch_size, K)
     votes = np.zeros((K, len(global_var)), dtype=np.int64)
     idx = np.flatnonzero(active)
+    every = len(idx) == len(active)  # all dims active (the common case): no copy of the codes' active columns
     step = _points_per_chunk(batch_size, chunk)
     with tqdm(total=num_points, desc=desc, unit="pt", delay=BAR_DELAY) as bar:
         for s in range(0, num_points, step):
             p = min(step, num_points - s)
             z = _codes(encode, dataset.images(f[s:s + p].reshape(-1, K))).reshape(p, batch_size, -1)
-            local = np.var(z[:, :, idx], axis=1, ddof=1)  # (p, active)
+            local = np.var(z if every else z[:, :, idx], axis=1, ddof=1)  # (p, active)
             np.add.at(votes, (labels[s:s + p], idx[np.argmin(local / global_var[idx], axis=1)]), 1)
             bar.update(p)
     return votes

@@ -27,9 +27,16 @@ def test_bench_json_line_and_reference_cache(tmp_path, capsys):
     # tools/gpu_check.py reads these three
     assert first["within_tolerance"] and first["speedup_vs_reference"] == first["ratio"]
     assert first["seconds_ours"] == first["total_s"]
-    # the deterministic metrics match the plain reference exactly
-    for m in ("mig", "sap", "modexp", "irs"):
+    # the deterministic metrics match the plain reference exactly; SAP's default solver (evaluate.sap: exact)
+    # solves liblinear's problems to their optimum, so it may differ at a test point within liblinear's tolerance
+    # of a boundary (tests/metrics/test_tensor.py: at most 1e-3)
+    for m in ("mig", "modexp", "irs"):
         assert first["per_metric"][m]["max_abs_diff"] < 1e-9, m
+    assert first["per_metric"]["sap"]["max_abs_diff"] <= 1e-3
+    # the stand-in dataset's draws ("rendering + encoding") are timed apart: only the sampled scores draw codes
+    assert first["standin_s"] == pytest.approx(sum(r["standin_s"] for r in first["per_metric"].values()), abs=2e-3)
+    for m, rec in first["per_metric"].items():
+        assert (rec["standin_s"] > 0) == (m in ("betavae", "factorvae")) and rec["standin_s"] < rec["ours_s"], m
 
     stored = json.loads(cache.read_text())
     second = bench.main([*TINY, "--reference-cache", str(cache), "--metrics", "mig,dci", "--repeat", "2"])
