@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # four subprocess stages (pytest, two benchmarks, a training run): a minute idle, the suite's largest
+@pytest.mark.slow  # five subprocess stages (pytest, three benchmarks, a training run): a minute idle, the suite's largest
 def test_cpu_smoke_runs_every_stage_and_summarises_them(tmp_path):
     # < 60 s on an idle 2-core machine; the generous timeout covers one shared with other jobs
     res = subprocess.run([sys.executable, "tools/gpu_check.py", str(tmp_path), "--cpu-smoke"], cwd=ROOT,
@@ -21,7 +21,7 @@ def test_cpu_smoke_runs_every_stage_and_summarises_them(tmp_path):
     assert json.loads(res.stdout.strip().splitlines()[-1]) == summary  # the summary is the last stdout line
     assert summary["mode"] == "cpu-smoke" and summary["device"].startswith("cpu") and summary["ok"]
     stages = summary["stages"]
-    assert set(stages) == {"pytest", "bench_train", "bench_metrics", "train"}
+    assert set(stages) == {"pytest", "bench_train", "bench_metrics", "bench_tensor", "train"}
     for name, rec in stages.items():
         assert rec["ok"] and rec["rc"] == 0 and rec["wall_s"] > 0, name
         assert Path(rec["log"]).is_file(), name
@@ -36,6 +36,11 @@ def test_cpu_smoke_runs_every_stage_and_summarises_them(tmp_path):
     assert bench["best_steps_per_s"] >= bench["naive_steps_per_s"]
     metrics_bench = stages["bench_metrics"]["result"]
     assert metrics_bench["within_tolerance"] and metrics_bench["speedup_vs_reference"] > 0
+    tensor_bench = stages["bench_tensor"]["result"]
+    assert tensor_bench["device"] == "cpu"
+    assert set(tensor_bench["per_metric"]) == {"histogram_discretize", "discrete_mutual_info", "mig", "modularity",
+                                               "irs", "sap", "suite"}
+    assert all(m["numpy_s"] > 0 and m["torch_s"] > 0 for m in tensor_bench["per_metric"].values())
 
     train = stages["train"]
     assert train["steps_per_s"] > 0 and train["plan"]["steps"] >= 1

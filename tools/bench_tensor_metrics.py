@@ -6,8 +6,9 @@ on the same data, same run: median of repeats, ratio numpy / torch (> 1: torch i
     python tools/bench_tensor_metrics.py --threads 1            # torch intra-op threads (default: torch's own)
 
 Codes: one dim per factor (its value plus uniform jitter, scaled) and the other dims Gaussian noise. The numpy
-path runs as the metrics do (sap's LinearSVC fits on joblib threads); "modularity" times only the MI-matrix part
-of modularity_explicitness (its explicitness fits logistic regressions, which tensor.py does not replace).
+path runs as the metrics did before `evaluate.sap: exact` made the torch SAP the default (sap's LinearSVC fits on
+joblib threads, backend="sklearn"); "modularity" times only the MI-matrix part of modularity_explicitness (its
+explicitness fits logistic regressions, which tensor.py does not replace).
 Each row also shows |numpy - torch| of the value. Prints a table, then one JSON line:
 {"per_metric": {name: {"numpy_s", "torch_s", "ratio"}}, "device", "numpy_s", "torch_s", "ratio"} where the totals
 are the four metrics of `suite` (mig, sap, irs, modularity) computed separately by numpy and by one torch suite().
@@ -82,8 +83,9 @@ def main() -> None:
         "modularity": (lambda: ndis.modularity_from_mi(nd.discrete_mutual_info(nd.histogram_discretize(z), f)),
                        lambda: tm.modularity(Z, F)),
         "irs": (lambda: ndis.irs(z, f), lambda: tm.irs(Z, F)),
-        "sap": (lambda: ndis.sap(z, f, zt, ft), lambda: tm.sap(Z, F, ZT, FT)),
-        "suite": (lambda: {"mig": ndis.mig(z, f), "sap": ndis.sap(z, f, zt, ft), "irs": ndis.irs(z, f),
+        # the numpy path's SAP is sap_score.py's LinearSVC (backend="sklearn"; the default is now tm.sap itself)
+        "sap": (lambda: ndis.sap(z, f, zt, ft, backend="sklearn"), lambda: tm.sap(Z, F, ZT, FT)),
+        "suite": (lambda: {"mig": ndis.mig(z, f), "sap": ndis.sap(z, f, zt, ft, backend="sklearn"), "irs": ndis.irs(z, f),
                            "modexp_modularity": ndis.modularity_from_mi(
                                nd.discrete_mutual_info(nd.histogram_discretize(z), f))},
                   lambda: tm.suite(Z, F, ZT, FT)),

@@ -8,13 +8,15 @@ jsonl) with its own timeout carved from the budget and its output in OUT_DIR/<st
   pytest         the tests marked `cuda` (tests/test_cuda.py); on the CPU they must all skip cleanly
   bench_train    tools/bench_train.py at the paper configuration (64x64, batch 128, SAE-12): naive eager
                  against bf16 / channels_last / torch.compile / CUDA-graph variants, same run
-  bench_metrics  tools/bench_metrics.py (the array metrics are numpy/scikit-learn: it has no GPU path, so it
-                 measures this machine's CPU cores)
+  bench_metrics  tools/bench_metrics.py (the suite as the package runs it: numpy / scikit-learn / LightGBM on
+                 this machine's CPU cores, SAP's torch solver there too)
+  bench_tensor   tools/bench_tensor_metrics.py: the torch metrics (MIG, SAP, IRS, modularity, discretisation,
+                 mutual information) on the GPU against the numpy path on the CPU, same run
   train          python -m causalrep.run specs/sae12.yaml on 3D-Shapes 64x64 with bench_train's fastest Trainer
                  setting, steps sized to --train-s from its measured steps/s, then the metric suite
 The training loop gets --train-s only where the earlier stages leave room for it and its fixed costs inside
 --budget-s, else less (summary: train.plan.short_of_target). Unmeasured estimate before a first GPU run: the
-other stages and those costs take ~4-5 minutes, so 480 s trains ~2-3 minutes and --budget-s 600 the full 270 s.
+other stages and those costs take ~4.5-5.5 minutes, so 480 s trains ~2-3 minutes and --budget-s 600 the full 270 s.
 A failing stage does not stop the others. OUT_DIR/summary.json (rewritten after every stage) holds the device,
 torch, each stage's {rc, wall_s, ok} and its figures; it is also the last stdout line. Exit code 0 only if
 every stage is ok.
@@ -40,7 +42,7 @@ import torch  # noqa: E402
 
 from causalrep.train.trainer import describe_device  # noqa: E402
 
-STAGES = ("pytest", "bench_train", "bench_metrics", "train")
+STAGES = ("pytest", "bench_train", "bench_metrics", "bench_tensor", "train")
 METRICS = "[reconstruction,dci,mig,sap,irs,modexp]"
 # what the stages import beyond torch; a plain python3 lacking one fails that stage, and the summary says why
 MODULES = ("pytest", "numpy", "scipy", "sklearn", "threadpoolctl", "h5py", "attrs", "yaml", "networkx", "tqdm",
@@ -50,14 +52,16 @@ POLL_S = 0.1  # metrics.jsonl polling: logs come every 100 steps (~0.5 s at the 
 # Per mode: each stage's timeout cap and the floor kept free for it while earlier stages run (seconds), the
 # bench and training sizes, and the training plan. CUDA: the issue's 8-minute check on one H100-class GPU.
 CUDA = {
-    "cap": {"pytest": 150, "bench_train": 210, "bench_metrics": 60},
-    "floor": {"pytest": 30, "bench_train": 60, "bench_metrics": 20, "train": 150},
+    "cap": {"pytest": 150, "bench_train": 210, "bench_metrics": 60, "bench_tensor": 45},
+    "floor": {"pytest": 30, "bench_train": 60, "bench_metrics": 20, "bench_tensor": 10, "train": 150},
     "bench_train": ["--device", "cuda", "--paper", "--steps", "50", "--repeats", "3", "--warmup", "2",
                     # 6 check steps: the CUDA-graph variants' replays (steps 4-6, after 3 eager ones) are checked too
                     "--check-steps", "6", "--variants", "bf16+channels_last,bf16+compile+channels_last,"
                     "bf16+channels_last+graph,bf16+compile+channels_last+graph"],
     # 1000/500 points keep the reference's sequential GradientBoostingClassifier fits near 20 s
     "bench_metrics": ["--n-train", "1000", "--n-test", "500"],
+    # the issue's size (10k / 5k, D = 10, five 10-valued factors); ~15 s on 2 CPU cores for the numpy side
+    "bench_tensor": ["--device", "cuda", "--repeats", "3"],
     "train": ["--device", "cuda", "--set", "evaluate.val_samples=10000"],
     # estimates of the run's fixed costs, reserved out of its timeout before steps are sized: start-up
     # (imports, the 3D-Shapes geometry ray-cast, 336k training images rendered onto the GPU) and the end
@@ -67,11 +71,13 @@ CUDA = {
     "fallback_steps_per_s": 50.0,  # only when bench_train gave no figure: a slow GPU's rate, to stay in time
 }
 SMOKE = {
-    "cap": {"pytest": 120, "bench_train": 120, "bench_metrics": 120},
-    "floor": {"pytest": 5, "bench_train": 5, "bench_metrics": 5, "train": 20},
+    "cap": {"pytest": 120, "bench_train": 120, "bench_metrics": 120, "bench_tensor": 60},
+    "floor": {"pytest": 5, "bench_train": 5, "bench_metrics": 5, "bench_tensor": 5, "train": 20},
     "bench_train": ["--device", "cpu", "--steps", "2", "--repeats", "1", "--warmup", "1", "--check-steps", "2",
                     "--variants", "naive,channels_last", "--set", "data.resolution=16", "--set", "train.batch_size=4"],
     "bench_metrics": ["--n-train", "200", "--n-test", "100", "--dim", "4", "--sizes", "2,3"],
+    "bench_tensor": ["--device", "cpu", "--train", "200", "--test", "100", "--latents", "4", "--sizes", "2,3",
+                     "--repeats", "1"],
     "train": ["--device", "cpu", "--set", "data.resolution=16", "--set", "train.batch_size=4",
               "--set", "train.log_every=2", "--set", "train.val_every=1000", "--set", "train.checkpoint_every=1000",
               "--set", "evaluate.val_samples=200", "--set", "evaluate.hybrid_latents=16",
@@ -328,7 +334,17 @@ def main(argv=None) -> int:
         rec["ok"] = bool(rec["rc"] == 0 and result and result["within_tolerance"] and result["seconds_ours"] >= 0)
     report(stage.run(timeout_for("bench_metrics")), "bench_metrics", bench_metrics_figures)
 
-    # 4. SAE-12 on 3D-Shapes with the fastest Trainer setting, sized to the time left, then the metric suite
+    # 4. the torch metrics on the device against the numpy path (issue "metric suite >= 100x": GPU figures)
+    stage = Stage("bench_tensor", [py, "tools/bench_tensor_metrics.py", *cfg["bench_tensor"]], out, env)
+
+    def bench_tensor_figures(rec: dict) -> None:
+        result = rec["result"] = last_json(stage.text(), "per_metric")
+        want = "cpu" if smoke else "cuda"
+        rec["ok"] = bool(rec["rc"] == 0 and result and result["device"].startswith(want)
+                         and all(m["torch_s"] > 0 for m in result["per_metric"].values()))
+    report(stage.run(timeout_for("bench_tensor")), "bench_tensor", bench_tensor_figures)
+
+    # 5. SAE-12 on 3D-Shapes with the fastest Trainer setting, sized to the time left, then the metric suite
     timeout = timeout_for("train")
     setting = training_setting(bench, cuda=not smoke)
     plan = plan_steps(setting, cfg, timeout, train_s)
