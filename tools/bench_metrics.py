@@ -426,8 +426,8 @@ def main(argv: list[str] | None = None) -> dict:
     for metric in metrics:
         print(f"\n## {metric}" + ("  (reference from --reference-cache " f"{args.reference_cache})"
                                   if metric in from_cache else ""))
-        print(f"{'case':18s} {'ref s':>9s} {'ours s':>8s} {'stand-in':>8s} {'ratio':>8s} {'max|diff|':>9s} {'value':28s} "
-              f"{'tol':>5s} within")
+        print(f"{'case':18s} {'ref s':>9s} {'ours s':>8s} {'stand-in':>8s} {'ratio':>8s} {'max|diff|':>9s} "
+              f"{'value':28s} {'tol':>5s} within")
         worst_all, within_all = 0.0, True
         for case, r in res[metric].items():
             diffs = {k: abs(r["ours"][k] - r["ref"][k]) for k in r["ref"]}

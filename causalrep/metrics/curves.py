@@ -38,8 +38,8 @@ class CurveEvaluator:
     """The curve metrics of a model on fixed validation images: evaluator(model, device) -> {key: value}.
 
     dataset, index: the images (dataset indices; rendered once and kept on the CPU, float32: 1,500 64x64 RGB
-    images are 74 MB); metrics: names in
-    CURVE_METRICS; dci: the evaluate.dci estimator; sap: the evaluate.sap solver. `seconds` accumulates the time spent, for the cost line.
+    images are 74 MB); metrics: names in CURVE_METRICS; dci: the evaluate.dci estimator; sap: the evaluate.sap
+    solver. `seconds` accumulates the time spent, for the cost line.
     """
 
     def __init__(self, dataset: GroundTruthDataset, index: np.ndarray, metrics: tuple[str, ...], *,
