@@ -140,8 +140,8 @@ class Experiment:
                                                       f"the val split has {len(self.split.val)}")
         stop = EarlyStopping(ev.stop_on, patience=ev.stop_patience, mode=ev.stop_mode,
                              min_delta=ev.stop_min_delta) if ev.stop_on else None
-        return {"curves": CurveEvaluator(self.dataset, index, ev.every_metrics, dci=ev.every_dci, sap=ev.sap), "curve_every": ev.every,
-                "early_stopping": stop}
+        curves = CurveEvaluator(self.dataset, index, ev.every_metrics, dci=ev.every_dci, sap=ev.sap)
+        return {"curves": curves, "curve_every": ev.every, "early_stopping": stop}
 
     def evaluate(self, device: torch.device, step: int | None = None) -> dict[str, Any]:
         metrics: dict[str, Any] = {"step": self.spec.train.steps if step is None else step}

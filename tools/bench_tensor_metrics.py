@@ -85,7 +85,8 @@ def main() -> None:
         "irs": (lambda: ndis.irs(z, f), lambda: tm.irs(Z, F)),
         # the numpy path's SAP is sap_score.py's LinearSVC (backend="sklearn"; the default is now tm.sap itself)
         "sap": (lambda: ndis.sap(z, f, zt, ft, backend="sklearn"), lambda: tm.sap(Z, F, ZT, FT)),
-        "suite": (lambda: {"mig": ndis.mig(z, f), "sap": ndis.sap(z, f, zt, ft, backend="sklearn"), "irs": ndis.irs(z, f),
+        "suite": (lambda: {"mig": ndis.mig(z, f), "sap": ndis.sap(z, f, zt, ft, backend="sklearn"),
+                           "irs": ndis.irs(z, f),
                            "modexp_modularity": ndis.modularity_from_mi(
                                nd.discrete_mutual_info(nd.histogram_discretize(z), f))},
                   lambda: tm.suite(Z, F, ZT, FT)),
