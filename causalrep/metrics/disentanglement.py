@@ -141,8 +141,8 @@ def sap(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarr
     """Mean over factors of the gap between the two most predictive single code dims (accuracy).
 
     backend="torch" (the default; evaluate.sap: exact) solves the same LinearSVC problems to their exact optimum
-    (tensor.sap on CPU tensors; tensor.sap itself runs on any device): 3x faster at 10k / 5k points with one torch
-    thread (tools/bench_tensor_metrics.py --threads 1); it differs from liblinear's tol=1e-4 solutions only at
+    (tensor.sap on CPU tensors; tensor.sap itself runs on any device): 2-3x faster at 10k / 5k points with one
+    torch thread (tools/bench_tensor_metrics.py --threads 1); it differs from liblinear's tol=1e-4 solutions only at
     test points near a decision boundary (<= 1.2e-4 in SAP on the measured cases, tests/metrics/test_tensor.py).
     backend="sklearn" (evaluate.sap: reference) fits sap_score.py's
     LinearSVC(C=0.01, class_weight="balanced") per pair, on joblib threads.
